@@ -1,0 +1,48 @@
+"""What an adapter is: a thin translator from a `Case` to one implementation's public API.
+
+An adapter declares, per case, which of its APIs can express it (none: "not applicable"), and
+evaluates the case through one API, returning exactly what the implementation returned (numpy
+arrays, the implementation's dtype kept). It never decides a tolerance and never catches the
+implementation's exceptions: the engine records those as the verdict "raised".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cases import Case
+
+
+@dataclass
+class Output:
+    """What one API call returned.
+
+    ``value`` is the loss (or log_softmax/softmax) exactly as returned, converted to numpy without
+    changing its dtype. ``grads`` maps an input name (``logits``, ``probs``, ``labels``) to the
+    gradient of ``sum(value)`` with respect to that input; absent when not computed.
+    """
+
+    value: np.ndarray
+    grads: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Adapter:
+    """Base class. Subclasses set ``name`` and ``description`` and implement the methods."""
+
+    name: str = ""
+    description: str = ""
+    #: True for control implementations with deliberate, known flaws.
+    control: bool = False
+
+    def available(self) -> tuple[bool, str]:
+        """(True, version) when usable, else (False, the reason)."""
+        return True, ""
+
+    def apis(self, case: Case) -> list[str]:
+        """Names of this adapter's APIs that can express ``case``; empty means not applicable."""
+        raise NotImplementedError
+
+    def evaluate(self, case: Case, api: str, grads: bool = True) -> Output:
+        """Run ``case`` through ``api``; gradients for every input in ``case.spec.grad_wrt`` the API supports."""
+        raise NotImplementedError
