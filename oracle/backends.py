@@ -1,0 +1,141 @@
+"""Rigorous enclosures: the two interchangeable ball/interval backends.
+
+The oracle's formulas are written once against this small interface; ``arb`` (python-flint, Arb
+ball arithmetic) is the default, ``mpmath`` (mpmath's interval context) is the independent second
+implementation the tests cross-check it against. Every operation returns an enclosure of the exact
+result; ``bounds`` gives the enclosure's exact endpoints.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import mpmath
+from flint import arb, ctx as flint_ctx
+
+Exact = tuple[int, int, int]  # (sign, mantissa >= 0, exponent)
+
+
+class ArbBackend:
+    name = "arb"
+
+    def __init__(self):
+        self.prec = 64
+
+    @contextmanager
+    def precision(self, prec: int):
+        old, oldb = flint_ctx.prec, self.prec
+        flint_ctx.prec, self.prec = prec, prec
+        try:
+            yield self
+        finally:
+            flint_ctx.prec, self.prec = old, oldb
+
+    def num(self, x: float):
+        return arb(x)  # exact: a float64 fits any precision's midpoint
+
+    def exp(self, a):
+        return a.exp()
+
+    def log(self, a):
+        return a.log()
+
+    def log1p(self, a):
+        return a.log1p()
+
+    def is_exact_zero(self, a) -> bool:
+        return a.is_zero()
+
+    def bounds(self, a) -> tuple[Exact, Exact] | None:
+        if not a.is_finite():
+            return None
+        return _arb_exact(a.lower()), _arb_exact(a.upper())
+
+    def to_float(self, a) -> float:
+        if not a.is_finite():
+            return float("inf")
+        return float(a.mid())
+
+    def rel_bits(self, a) -> int:
+        return a.rel_accuracy_bits()
+
+    def decimal(self, a, digits: int) -> str:
+        return a.str(digits, radius=False)
+
+
+def _arb_exact(a) -> Exact:
+    if a.is_zero():
+        return (0, 0, 0)
+    m, e = a.man_exp()
+    m, e = int(m), int(e)
+    return (1 if m < 0 else 0, abs(m), e)
+
+
+class MpmathBackend:
+    name = "mpmath"
+
+    def __init__(self):
+        self.iv = mpmath.iv
+        self.prec = 64
+
+    @contextmanager
+    def precision(self, prec: int):
+        old, oldb = self.iv.prec, self.prec
+        self.iv.prec, self.prec = prec, prec
+        try:
+            yield self
+        finally:
+            self.iv.prec, self.prec = old, oldb
+
+    def num(self, x: float):
+        return self.iv.mpf(x)  # exact while prec >= 53
+
+    def exp(self, a):
+        return self.iv.exp(a)
+
+    def log(self, a):
+        return self.iv.log(a)
+
+    def log1p(self, a):
+        return self.iv.log1p(a)
+
+    def is_exact_zero(self, a) -> bool:
+        lo, hi = a._mpi_
+        return lo == hi == mpmath.libmp.fzero
+
+    def bounds(self, a) -> tuple[Exact, Exact] | None:
+        lo, hi = a._mpi_
+        out = []
+        for t in (lo, hi):
+            sign, man, exp, _ = t
+            if man == 0 and t != mpmath.libmp.fzero:
+                return None  # an infinity or NaN endpoint
+            out.append((sign, int(man), int(exp)))
+        return out[0], out[1]
+
+    def to_float(self, a) -> float:
+        lo, hi = a._mpi_
+        return float(mpmath.mpf(mpmath.libmp.mpf_add(lo, hi, 64))) / 2
+
+    def rel_bits(self, a) -> int:
+        lo, hi = (mpmath.mp.make_mpf(t) for t in a._mpi_)  # exact, no rounding
+        if lo == hi:
+            return 1 << 30
+        mag = max(abs(lo), abs(hi))
+        if mag == 0:
+            return 1 << 30
+        return int(mpmath.floor(-mpmath.log((hi - lo) / mag, 2)))
+
+    def decimal(self, a, digits: int) -> str:
+        lo, hi = a._mpi_
+        with mpmath.workprec(self.prec + 10):
+            return mpmath.nstr((mpmath.mpf(lo) + mpmath.mpf(hi)) / 2, digits, min_fixed=-4, max_fixed=8)
+
+
+BACKENDS = {"arb": ArbBackend, "mpmath": MpmathBackend}
+
+
+def backend(name: str):
+    try:
+        return BACKENDS[name]()
+    except KeyError:
+        raise ValueError(f"unknown oracle backend {name!r}; expected one of {', '.join(BACKENDS)}") from None

@@ -1,0 +1,352 @@
+"""The loss of one unit (an element, or a row along the class axis), as an enclosure.
+
+Each function takes a backend ``B`` already set to a working precision and exact inputs (Python
+floats, which are exact binary values, or enclosures built from them) and returns a `Unit`: its
+outputs and the partial derivatives of its loss, each an enclosure or an exact special float
+(``inf``, ``-inf``, ``nan``). Limits at infinite inputs and the ``0 log 0 = 0`` convention are taken
+here, by branching on the exact inputs, before any enclosure is formed.
+
+Next to every output and derivative goes its *sensitivity* ``sum_u |u| |d out / d u|`` over the
+inputs a rounding upstream could have perturbed (see docs/variants.md): a float estimate that
+scales a tolerance and is never itself certified.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+INF, NAN = math.inf, math.nan
+
+
+@dataclass
+class Unit:
+    out: list  # the unit's outputs (one loss, or a row of log_softmax/softmax values)
+    out_sens: list
+    grads: dict = field(default_factory=dict)  # input name -> list over the unit's positions
+    grad_sens: dict = field(default_factory=dict)
+
+
+def is_special(v) -> bool:
+    return isinstance(v, float)
+
+
+def _f(B, v) -> float:
+    """A float approximation of an enclosure or special value (for sensitivities only)."""
+    return v if is_special(v) else B.to_float(v)
+
+
+def _safe(fn):
+    try:
+        v = fn()
+    except (ZeroDivisionError, OverflowError):
+        return INF
+    return INF if math.isnan(v) else abs(v)
+
+
+# -- sigmoid binary cross-entropy ------------------------------------------------------------------
+
+def sigmoid_bce(B, x, z, z_zero: bool, z_one: bool, z_soft: bool, q: float, eps: float, grads: bool,
+                x_mag: float | None = None) -> Unit:
+    """Binary cross-entropy on a logit.
+
+    ``l = (1-z')x + c softplus(-x)``, ``z' = z(1-e) + e/2``, ``c = 1 + (q-1)z'``, ``softplus(t) =
+    log1p(exp(t))``. Evaluated as ``(1-z')x + c log1p(exp(-x))`` for ``x >= 0`` and
+    ``-q z' x + c log1p(exp(x))`` for ``x < 0``: both terms are non-negative, so the enclosure never
+    suffers cancellation. ``x`` is an exact float or an enclosure; ``z`` an enclosure of the label
+    with exact flags ``z_zero``/``z_one`` (``z' = 0`` iff ``z = 0, e = 0``; ``z' = 1`` iff ``z = 1, e = 0``).
+
+    Limits: ``x -> +inf``: ``l -> 0`` if ``z' = 1`` else ``+inf``; ``x -> -inf``: ``l -> 0`` if
+    ``q z' = 0`` else ``+inf``. Derivatives: ``dl/dx = c sigmoid(x) - q z'``,
+    ``dl/dz = (1-e)(-x + (q-1) softplus(-x))``.
+    """
+    one = B.num(1.0)
+    zs = z if eps == 0.0 else z * (one - B.num(eps)) + B.num(eps) * B.num(0.5)
+    zs_zero, zs_one = z_zero and eps == 0.0, z_one and eps == 0.0
+    qb = B.num(q)
+    c = one if q == 1.0 else one + (qb - one) * zs
+    shrink = 1.0 - eps  # dz'/dz, used only for sensitivities and exact-zero tests
+    u = Unit([None], [0.0])
+
+    if is_special(x) and math.isnan(x):
+        u.out = [NAN]
+        if grads:
+            u.grads = {"logits": [NAN], "labels": [NAN]}
+            u.grad_sens = {"logits": [0.0], "labels": [0.0]}
+        return u
+    if is_special(x) and math.isinf(x):
+        if x > 0:
+            u.out = [B.num(0.0) if zs_one else INF]
+            dx = one - zs
+            dz = B.num(0.0) if eps == 1.0 else -INF
+        else:
+            u.out = [B.num(0.0) if (q == 0.0 or zs_zero) else INF]
+            dx = -(qb * zs)
+            dz = B.num(0.0) if (eps == 1.0 or q == 0.0) else INF
+        if grads:
+            u.grads = {"logits": [dx], "labels": [dz]}
+            u.grad_sens = {"logits": [0.0], "labels": [0.0]}
+        return u
+
+    X = B.num(x) if is_special(x) else x
+    xf = x if is_special(x) else B.to_float(x)
+    mag = abs(xf) if x_mag is None else x_mag
+    if xf >= 0:
+        E = B.exp(-X)
+        L1 = B.log1p(E)  # softplus(-x)
+        loss = (one - zs) * X + c * L1
+        sig, sig_neg, sp_neg = one / (one + E), E / (one + E), L1
+    else:
+        E = B.exp(X)
+        L1 = B.log1p(E)
+        loss = -(qb * zs * X) + c * L1
+        sig, sig_neg, sp_neg = E / (one + E), one / (one + E), L1 - X
+    u.out = [loss]
+
+    s, sn, spf, zf, cf, zsf = (_f(B, v) for v in (sig, sig_neg, sp_neg, zs, c, zs))
+    dxf = cf * s - q * zsf
+    dzf = shrink * (-xf + (q - 1.0) * spf)
+    sens = mag * abs(dxf)
+    if z_soft:
+        sens += abs(_f(B, z)) * abs(dzf)
+    if q != 1.0:
+        sens += abs(q) * abs(zsf * spf)
+    u.out_sens = [sens]
+    if grads:
+        dx = c * sig - qb * zs
+        dz = -X if q == 1.0 else -X + (qb - one) * sp_neg
+        if eps != 0.0:
+            dz = dz * (one - B.num(eps))
+        gx = mag * cf * s * sn
+        gz = mag * abs(shrink * (-1.0 - (q - 1.0) * sn))
+        if z_soft:
+            gx += abs(_f(B, z)) * abs(shrink * ((q - 1.0) * s - q))
+        if q != 1.0:
+            gx += abs(q * zsf) * sn
+            gz += abs(q) * shrink * spf
+        u.grads = {"logits": [dx], "labels": [dz]}
+        u.grad_sens = {"logits": [gx], "labels": [gz]}
+    return u
+
+
+# -- binary cross-entropy on probabilities ---------------------------------------------------------
+
+def bce_probs(B, p: float, z: float, eps: float, grads: bool) -> Unit:
+    """``l = -(z' log p + (1-z') log1p(-p))``, ``z' = z(1-e) + e/2``; a term whose label factor is
+    exactly 0 is 0 (``0 log 0 = 0``), so ``p = 0`` costs ``+inf`` only when ``z' > 0``.
+    ``dl/dp = -z'/p + (1-z')/(1-p)``; ``dl/dz = (1-e)(log1p(-p) - log p)``."""
+    one, P = B.num(1.0), B.num(p)
+    zs = B.num(z) if eps == 0.0 else B.num(z) * (one - B.num(eps)) + B.num(eps) * B.num(0.5)
+    has_pos = not (z == 0.0 and eps == 0.0)  # z' > 0
+    has_neg = not (z == 1.0 and eps == 0.0)  # z' < 1
+    terms, dps = [], []
+    if has_pos:
+        terms.append(INF if p == 0.0 else -(zs * B.log(P)))
+        dps.append(-INF if p == 0.0 else -(zs / P))
+    if has_neg:
+        terms.append(INF if p == 1.0 else -((one - zs) * B.log1p(-P)))
+        dps.append(INF if p == 1.0 else (one - zs) / (one - P))
+    loss = _sum(B, terms)
+    shrink = 1.0 - eps
+    zsf = _f(B, zs)
+    z_soft = z not in (0.0, 1.0)
+    dpf = _safe(lambda: (-zsf / p if has_pos else 0.0) + ((1 - zsf) / (1 - p) if has_neg else 0.0))
+    dzf = _safe(lambda: shrink * (math.log1p(-p) - math.log(p)))
+    sens = p * dpf + (z * dzf if z_soft else 0.0)
+    u = Unit([loss], [sens])
+    if grads:
+        if p == 0.0 or p == 1.0:
+            if shrink == 0.0:
+                dz = B.num(0.0)
+            else:
+                dz = INF if p == 0.0 else -INF
+        else:
+            dz = B.log1p(-P) - B.log(P)
+            if eps != 0.0:
+                dz = dz * (one - B.num(eps))
+        gp = _safe(lambda: p * (zsf / p ** 2 + (1 - zsf) / (1 - p) ** 2)
+                   + (z * shrink * (1 / p + 1 / (1 - p)) if z_soft else 0.0))
+        gz = _safe(lambda: shrink * (p / (1 - p) + 1))
+        u.grads = {"probs": [_sum(B, dps)], "labels": [dz]}
+        u.grad_sens = {"probs": [gp], "labels": [gz]}
+    return u
+
+
+# -- softmax rows ------------------------------------------------------------------------------------
+
+def softmax_row(B, xs: list, a: list, kind: str, grads: bool, label_scale: list | None = None,
+                label_soft: list | None = None, mags: list | None = None, has_cw: bool = False) -> Unit:
+    """One row of the softmax family along the class axis.
+
+    ``xs``: the row's logits, exact floats (``±inf``, NaN allowed) or enclosures. ``a``: label factors
+    ``a_c = cw_c y'_c`` as enclosures, or ``None`` where exactly 0. ``kind`` is ``"ce"`` (the loss
+    ``sum_c a_c (LSE - x_c)``), ``"log_softmax"`` or ``"softmax"``.
+
+    With ``j0`` the index of a largest logit and ``d_c = x_c - x_j0``, ``T = sum_{c != j0} exp(d_c)``:
+    ``-log p_c = -d_c + log1p(T)`` (``LSE - x_c`` without cancellation: both terms are >= 0) and
+    ``p_c = exp(d_c) / (1 + T)``. ``dl/dx_j = (A exp(d_j) - a_j S) / S`` with ``A = sum a``, ``S = 1 + T``,
+    written over a common denominator so that it is an exact zero when it should be.
+    ``label_scale[c]`` (an enclosure of ``(1-e) cw_c``, ``None`` where exactly 0) gives
+    ``dl/dy_c = label_scale[c] (-log p_c)``.
+
+    Conventions: a ``-inf`` logit is a class of probability 0, contributing 0 when ``a_c = 0``
+    and ``+inf`` otherwise; one ``+inf`` logit is the one-hot limit; several ``+inf`` or no finite
+    logit (all ``-inf``) is undefined (NaN), as is any NaN logit.
+    """
+    C = len(xs)
+    zero, one = B.num(0.0), B.num(1.0)
+    n_out = 1 if kind == "ce" else C
+    want_labels = grads and label_scale is not None
+
+    def undefined():
+        u = Unit([NAN] * n_out, [0.0] * n_out)
+        if grads and kind != "softmax":
+            u.grads = {"logits": [NAN] * C}
+            u.grad_sens = {"logits": [0.0] * C}
+            if want_labels:
+                u.grads["labels"] = [NAN] * C
+                u.grad_sens["labels"] = [0.0] * C
+        return u
+
+    if any(is_special(x) and math.isnan(x) for x in xs):
+        return undefined()
+    plus = [c for c, x in enumerate(xs) if is_special(x) and x == INF]
+    finite = [c for c, x in enumerate(xs) if not (is_special(x) and math.isinf(x))]
+    if len(plus) > 1 or (not plus and not finite):
+        return undefined()
+    A = _sum(B, [v for v in a if v is not None]) if kind == "ce" else None
+
+    if plus:  # the one-hot limit at the +inf class
+        k = plus[0]
+        nlp = [zero if c == k else INF for c in range(C)]
+        e = [one if c == k else zero for c in range(C)]
+        S = one
+        sens_zero = True
+    else:
+        j0 = max(finite, key=lambda c: xs[c] if is_special(xs[c]) else B.to_float(xs[c]))
+        X = {c: (B.num(xs[c]) if is_special(xs[c]) else xs[c]) for c in finite}
+        d = {c: (zero if c == j0 or (is_special(xs[c]) and is_special(xs[j0]) and xs[c] == xs[j0])
+                 else X[c] - X[j0]) for c in finite}
+        e = [zero] * C
+        for c in finite:
+            e[c] = one if c == j0 else B.exp(d[c])
+        T = _sum(B, [e[c] for c in finite if c != j0])
+        L1 = B.log1p(T)
+        S = one + T
+        nlp = [(L1 - d[c]) if c in X else INF for c in range(C)]
+        sens_zero = False
+
+    # sensitivities, from float approximations
+    pf = [_f(B, e[c]) / _f(B, S) for c in range(C)]
+    if mags is None:
+        mags = [abs(x) if is_special(x) else abs(B.to_float(x)) for x in xs]
+    mags = [0.0 if math.isinf(m) else m for m in mags]
+    xbar = sum(m * p for m, p in zip(mags, pf))
+    spread = [m + xbar - 2 * m * p for m, p in zip(mags, pf)]  # sum_k |x_k| |delta_ck - p_k|
+
+    u = Unit([], [])
+    if kind == "ce":
+        terms = [a[c] * nlp[c] if not is_special(nlp[c]) else INF for c in range(C) if a[c] is not None]
+        loss = _sum(B, terms)
+        u.out = [loss]
+        af = [0.0 if v is None else _f(B, v) for v in a]
+        Af = sum(af)
+        s = 0.0 if sens_zero else sum(m * abs(Af * p - ac) for m, p, ac in zip(mags, pf, af))
+        if label_scale is not None and label_soft is not None:
+            s += sum(_safe(lambda c=c: label_soft[c] * _f(B, label_scale[c]) * _f(B, nlp[c])) for c in range(C)
+                     if label_soft[c] and label_scale[c] is not None)
+        if has_cw:
+            s += abs(_f(B, loss))
+        u.out_sens = [s]
+        if grads:
+            gx, gs = [], []
+            for j in range(C):
+                if a[j] is None:
+                    gx.append(A * e[j] / S)
+                else:
+                    gx.append((A * e[j] - a[j] * S) / S)
+                s = 0.0 if sens_zero else Af * pf[j] * spread[j]
+                if has_cw or (label_soft and any(label_soft)):
+                    s += pf[j] * (Af - af[j]) + af[j] * (1 - pf[j])
+                gs.append(s)
+            u.grads["logits"], u.grad_sens["logits"] = gx, gs
+            if want_labels:
+                gl, ls = [], []
+                for c in range(C):
+                    if label_scale[c] is None:
+                        gl.append(zero)
+                        ls.append(0.0)
+                        continue
+                    gl.append(INF if is_special(nlp[c]) else label_scale[c] * nlp[c])
+                    ls.append(0.0 if sens_zero else _f(B, label_scale[c]) * spread[c])
+                u.grads["labels"], u.grad_sens["labels"] = gl, ls
+        return u
+
+    if kind == "log_softmax":
+        u.out = [(-nlp[c]) if not is_special(nlp[c]) else -INF for c in range(C)]
+        u.out_sens = [0.0 if sens_zero else s for s in spread]
+        if grads:
+            Cb = B.num(float(C))
+            u.grads["logits"] = [(S - Cb * e[j]) / S for j in range(C)]
+            u.grad_sens["logits"] = [0.0 if sens_zero else C * p * s for p, s in zip(pf, spread)]
+        return u
+
+    u.out = [e[c] / S for c in range(C)]  # softmax
+    u.out_sens = [0.0 if sens_zero else p * s for p, s in zip(pf, spread)]
+    return u
+
+
+# -- categorical cross-entropy on probabilities ----------------------------------------------------
+
+def categorical_probs(B, ps: list, a: list, grads: bool, label_scale: list, label_soft: list,
+                      has_cw: bool) -> Unit:
+    """``l = -sum_c a_c log p_c`` with ``a_c = cw_c y'_c`` (``None`` where exactly 0, contributing 0
+    even at ``p_c = 0``); no renormalisation, no clipping. ``dl/dp_c = -a_c / p_c``;
+    ``dl/dy_c = -label_scale[c] log p_c``."""
+    C = len(ps)
+    zero = B.num(0.0)
+    nlog = [INF if p == 0.0 else -B.log(B.num(p)) for p in ps]
+    terms = [a[c] * nlog[c] if not is_special(nlog[c]) else INF for c in range(C) if a[c] is not None]
+    loss = _sum(B, terms)
+    af = [0.0 if v is None else _f(B, v) for v in a]
+    s = sum(af)
+    s += sum(_safe(lambda c=c: label_soft[c] * _f(B, label_scale[c]) * _f(B, nlog[c])) for c in range(C)
+             if label_soft[c] and label_scale[c] is not None)
+    if has_cw:
+        s += abs(_f(B, loss))
+    u = Unit([loss], [s])
+    if grads:
+        gp, gps, gl, gls = [], [], [], []
+        for c, p in enumerate(ps):
+            if a[c] is None:
+                gp.append(zero)
+                gps.append(0.0)
+            else:
+                gp.append(-INF if p == 0.0 else -(a[c] / B.num(p)))
+                gps.append(_safe(lambda c=c, p=p: (3.0 if has_cw else 2.0) * af[c] / p))
+            if label_scale[c] is None:
+                gl.append(zero)
+                gls.append(0.0)
+            else:
+                lsf = _f(B, label_scale[c])
+                gl.append(INF if is_special(nlog[c]) else label_scale[c] * nlog[c])
+                gls.append(lsf + (_safe(lambda c=c: lsf * _f(B, nlog[c])) if has_cw else 0.0))
+        u.grads = {"probs": gp, "labels": gl}
+        u.grad_sens = {"probs": gps, "labels": gls}
+    return u
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+def _sum(B, terms: list):
+    """Sum enclosures and specials: NaN wins, then opposite infinities give NaN, then infinity."""
+    specials = [t for t in terms if is_special(t)]
+    if specials:
+        if any(math.isnan(t) for t in specials):
+            return NAN
+        if INF in specials and -INF in specials:
+            return NAN
+        return specials[0]
+    total = B.num(0.0)
+    for t in terms:
+        total = total + t
+    return total
