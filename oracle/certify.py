@@ -74,7 +74,7 @@ def _div(B, v, d):
 
 def run(problem: Problem, B, grads: bool, max_prec: int = DEFAULT_MAX_PREC, digits: int | None = None) -> Outputs:
     f = problem.fmt
-    p0 = max(64, f.precision + 32)
+    p0 = min(max(64, f.precision + 32), max_prec)
     grad_names = list(problem.grad_shapes()) if grads else []
     n_grad = {n: math.prod(s) for n, s in problem.grad_shapes().items()} if grads else {}
     weights = problem.weights or [1.0] * problem.n_units
@@ -96,6 +96,13 @@ def run(problem: Problem, B, grads: bool, max_prec: int = DEFAULT_MAX_PREC, digi
             for k in range(problem.unit_outputs):
                 s = out.value[i * problem.unit_outputs + k]
                 s.value, s.decided, s.sens, s.decimal = 0.0, True, 0.0, "0"
+
+    if reduced and grad_names:
+        with B.precision(p0):
+            if _denominator(B, problem)[1]:  # an undefined mean has no gradient either
+                for name in grad_names:
+                    for slot in out.grads[name]:
+                        slot.value, slot.decided, slot.sens, slot.decimal = NAN, True, 0.0, "nan"
 
     has_w = problem.weights is not None
     prec = p0

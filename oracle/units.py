@@ -38,7 +38,7 @@ def _f(B, v) -> float:
 def _safe(fn):
     try:
         v = fn()
-    except (ZeroDivisionError, OverflowError):
+    except (ZeroDivisionError, OverflowError, ValueError):  # a pole or log(0): infinitely sensitive
         return INF
     return INF if math.isnan(v) else abs(v)
 
@@ -138,14 +138,20 @@ def bce_probs(B, p: float, z: float, eps: float, grads: bool) -> Unit:
     zs = B.num(z) if eps == 0.0 else B.num(z) * (one - B.num(eps)) + B.num(eps) * B.num(0.5)
     has_pos = not (z == 0.0 and eps == 0.0)  # z' > 0
     has_neg = not (z == 1.0 and eps == 0.0)  # z' < 1
-    terms, dps = [], []
+    terms = []
     if has_pos:
         terms.append(INF if p == 0.0 else -(zs * B.log(P)))
-        dps.append(-INF if p == 0.0 else -(zs / P))
     if has_neg:
         terms.append(INF if p == 1.0 else -((one - zs) * B.log1p(-P)))
-        dps.append(INF if p == 1.0 else (one - zs) / (one - P))
     loss = _sum(B, terms)
+    if has_pos and p == 0.0:
+        dp = -INF
+    elif has_neg and p == 1.0:
+        dp = INF
+    elif has_pos and has_neg:
+        dp = (P - zs) / (P * (one - P))  # one quotient: an exact zero at p = z'
+    else:
+        dp = -(one / P) if has_pos else one / (one - P)
     shrink = 1.0 - eps
     zsf = _f(B, zs)
     z_soft = z not in (0.0, 1.0)
@@ -159,6 +165,8 @@ def bce_probs(B, p: float, z: float, eps: float, grads: bool) -> Unit:
                 dz = B.num(0.0)
             else:
                 dz = INF if p == 0.0 else -INF
+        elif p == 0.5:
+            dz = B.num(0.0)  # log((1-p)/p) vanishes only at p = 1/2
         else:
             dz = B.log1p(-P) - B.log(P)
             if eps != 0.0:
@@ -166,7 +174,7 @@ def bce_probs(B, p: float, z: float, eps: float, grads: bool) -> Unit:
         gp = _safe(lambda: p * (zsf / p ** 2 + (1 - zsf) / (1 - p) ** 2)
                    + (z * shrink * (1 / p + 1 / (1 - p)) if z_soft else 0.0))
         gz = _safe(lambda: shrink * (p / (1 - p) + 1))
-        u.grads = {"probs": [_sum(B, dps)], "labels": [dz]}
+        u.grads = {"probs": [dp], "labels": [dz]}
         u.grad_sens = {"probs": [gp], "labels": [gz]}
     return u
 
