@@ -7,10 +7,11 @@ result; ``bounds`` gives the enclosure's exact endpoints.
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import mpmath
-from flint import arb, ctx as flint_ctx
+from flint import arb, ctx as flint_ctx, fmpq
 
 Exact = tuple[int, int, int]  # (sign, mantissa >= 0, exponent)
 
@@ -33,6 +34,12 @@ class ArbBackend:
     def num(self, x: float):
         return arb(x)  # exact: a float64 fits any precision's midpoint
 
+    def frac(self, q):
+        """An enclosure of the rational ``q`` (a `fractions.Fraction`)."""
+        if q.denominator == 1:
+            return arb(q.numerator)
+        return arb(fmpq(q.numerator, q.denominator))
+
     def exp(self, a):
         return a.exp()
 
@@ -52,8 +59,11 @@ class ArbBackend:
 
     def to_float(self, a) -> float:
         if not a.is_finite():
-            return float("inf")
-        return float(a.mid())
+            return math.inf
+        try:
+            return float(a.mid())
+        except OverflowError:
+            return math.copysign(math.inf, float(a.mid().sgn()))
 
     def rel_bits(self, a) -> int:
         return a.rel_accuracy_bits()
@@ -89,6 +99,11 @@ class MpmathBackend:
     def num(self, x: float):
         return self.iv.mpf(x)  # exact while prec >= 53
 
+    def frac(self, q):
+        if q.denominator == 1:
+            return self.iv.mpf(q.numerator)
+        return self.iv.mpf(q.numerator) / self.iv.mpf(q.denominator)
+
     def exp(self, a):
         return self.iv.exp(a)
 
@@ -114,7 +129,11 @@ class MpmathBackend:
 
     def to_float(self, a) -> float:
         lo, hi = a._mpi_
-        return float(mpmath.mpf(mpmath.libmp.mpf_add(lo, hi, 64))) / 2
+        mid = mpmath.libmp.mpf_shift(mpmath.libmp.mpf_add(lo, hi, 64), -1)
+        try:
+            return mpmath.libmp.to_float(mid, strict=True)
+        except OverflowError:
+            return math.copysign(math.inf, -1 if mid[0] else 1)
 
     def rel_bits(self, a) -> int:
         lo, hi = (mpmath.mp.make_mpf(t) for t in a._mpi_)  # exact, no rounding
@@ -139,3 +158,4 @@ def backend(name: str):
         return BACKENDS[name]()
     except KeyError:
         raise ValueError(f"unknown oracle backend {name!r}; expected one of {', '.join(BACKENDS)}") from None
+

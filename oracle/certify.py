@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction as Q
 
 import numpy as np
 
 from .problem import Problem
-from .rounding import round_exact
-from .units import INF, NAN, _sum, is_special
+from .rounding import round_exact, round_fraction
+from .units import INF, NAN, Split, _sum, ball, is_special
 
 DEFAULT_MAX_PREC = 1 << 14
 
@@ -36,6 +37,49 @@ class Outputs:
     grads: dict[str, list[Slot]] = field(default_factory=dict)
 
 
+def _rounds_to(B, v, f) -> float | None:
+    """The single value every point of the enclosure rounds to, or None."""
+    if B.is_exact_zero(v):
+        return 0.0
+    b = B.bounds(v)
+    if b is None:
+        return None
+    lo, hi = (round_exact(*e, f) for e in b)
+    if lo != hi or math.copysign(1.0, lo) != math.copysign(1.0, hi):
+        return None
+    return lo
+
+
+def _split_rounds_to(B, v: Split, f) -> float | None:
+    """Decide ``exact + rest`` when ``rest`` excludes 0, however small it is.
+
+    Rounding boundaries near ``E = exact = N/D`` are multiples of half a quantum, at least
+    ``2**(log2|E| - p - 2)``, and a boundary other than ``E`` itself is at least that divided by ``D``
+    away; every ``r`` with ``0 < |r| <= 2**t``, ``t = log2|E| - 2p - 64 - bits(D)``, therefore puts
+    ``E + r`` in the same cell as ``E + sign(r) 2**t``. Larger ends of ``rest`` are used exactly.
+    """
+    E = v.exact
+    if E == 0:
+        return None
+    b = B.bounds(v.rest)
+    if b is None:
+        return None
+    (s1, m1, e1), (s2, m2, e2) = b
+    if m1 == 0 or m2 == 0 or s1 != s2:
+        return None
+    t = abs(E.numerator).bit_length() - E.denominator.bit_length() - 2 * f.precision - 64 \
+        - E.denominator.bit_length()
+
+    def end(s, m, e):
+        r = Q(2) ** t if m.bit_length() + e <= t else Q(m) * Q(2) ** e
+        return -r if s else r
+
+    lo, hi = round_fraction(E + end(s1, m1, e1), f), round_fraction(E + end(s2, m2, e2), f)
+    if lo != hi or math.copysign(1.0, lo) != math.copysign(1.0, hi):
+        return None
+    return lo
+
+
 def _decide(B, v, f, slot: Slot, prec: int, sens: float, digits: int | None) -> None:
     if slot.sens is None:
         slot.sens = sens
@@ -43,20 +87,26 @@ def _decide(B, v, f, slot: Slot, prec: int, sens: float, digits: int | None) -> 
         slot.value, slot.decided, slot.prec = v, True, prec
         slot.decimal = "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
         return
-    if B.is_exact_zero(v):
-        slot.value, slot.decided, slot.prec, slot.decimal = 0.0, True, prec, "0"
+    enclosure = ball(B, v)
+    value = None
+    if isinstance(v, Split):
+        if v.alt is not None:
+            value = _rounds_to(B, v.alt, f)
+            if value is not None:
+                enclosure = v.alt
+        if value is None:
+            value = _rounds_to(B, enclosure, f)
+        if value is None:
+            value = _split_rounds_to(B, v, f)
+    else:
+        value = _rounds_to(B, v, f)
+    if value is None:
         return
-    b = B.bounds(v)
-    if b is None:
+    if digits is not None and not B.is_exact_zero(enclosure) and B.rel_bits(enclosure) < digits * 3.33 + 4:
         return
-    lo, hi = (round_exact(*e, f) for e in b)
-    if lo != hi or math.copysign(1.0, lo) != math.copysign(1.0, hi):
-        return
-    if digits is not None and B.rel_bits(v) < digits * 3.33 + 4:
-        return
-    slot.value, slot.decided, slot.prec = lo, True, prec
+    slot.value, slot.decided, slot.prec = value, True, prec
     if digits is not None:
-        slot.decimal = B.decimal(v, digits)
+        slot.decimal = "0" if B.is_exact_zero(enclosure) else B.decimal(enclosure, digits)
 
 
 def _scale(B, w, v):
@@ -65,11 +115,22 @@ def _scale(B, w, v):
         if math.isnan(v):
             return NAN
         return B.num(0.0) if w == 0.0 else v
-    return v if w == 1.0 else B.num(w) * v
+    if w == 1.0:
+        return v
+    if isinstance(v, Split):
+        wb = B.num(w)
+        return Split(Q(w) * v.exact, wb * v.rest, None if v.alt is None else wb * v.alt)
+    return B.num(w) * v
 
 
 def _div(B, v, d):
-    return v if is_special(v) else v / d
+    """v / d for the exact denominator d = (Fraction, its enclosure)."""
+    dq, db = d
+    if is_special(v) or dq == 1:
+        return v
+    if isinstance(v, Split):
+        return Split(v.exact / dq, v.rest / db, None if v.alt is None else v.alt / db)
+    return v / db
 
 
 def run(problem: Problem, B, grads: bool, max_prec: int = DEFAULT_MAX_PREC, digits: int | None = None) -> Outputs:
@@ -175,7 +236,9 @@ def _positions(problem: Problem) -> int:
 
 
 def _float(B, v) -> float:
-    return v if is_special(v) else B.to_float(v)
+    if isinstance(v, tuple):  # a denominator
+        v = v[1]
+    return v if is_special(v) else B.to_float(ball(B, v))
 
 
 def _finite(x: float) -> float:
@@ -183,28 +246,28 @@ def _finite(x: float) -> float:
 
 
 def _denominator(B, problem: Problem):
-    """The reduction's normaliser as an enclosure, and whether it is zero (undefined mean)."""
+    """The reduction's normaliser, exact and as an enclosure, and whether it is zero (undefined)."""
+    d, undefined = _denominator_q(problem)
+    return (d, B.frac(d)), undefined
+
+
+def _denominator_q(problem: Problem) -> tuple[Q, bool]:
     red = problem.reduction
     if red == "sum":
-        return B.num(1.0), False
+        return Q(1), False
     if red == "mean":
         n = problem.n_units
-        return B.num(float(n)), n == 0
+        return Q(max(n, 1)), n == 0
     if red == "weighted_mean":
         omega = problem.omega if problem.omega is not None else [
             (0.0, 0.0) if i in problem.ignored else (w, 1.0)
             for i, w in enumerate(problem.weights or [1.0] * problem.n_units)]
-        omega = [(w, c) for w, c in omega if w != 0.0 and c != 0.0]
-        if not omega:
-            return B.num(1.0), True
-        total = B.num(0.0)
-        for w, c in omega:
-            total = total + (B.num(w) if c == 1.0 else B.num(w) * B.num(c))
-        return total, False
+        total = sum((Q(w) * Q(c) for w, c in omega), Q(0))
+        return (total, False) if total else (Q(1), True)
     if red == "sum_over_nonzero_weights":
         w = problem.weights or [1.0] * problem.n_units
         count = sum(1 for i, wi in enumerate(w) if wi != 0.0 and i not in problem.ignored)
-        return B.num(float(count)), count == 0
+        return Q(max(count, 1)), count == 0
     raise ValueError(f"unknown reduction {red!r}")
 
 

@@ -7,6 +7,7 @@ weights and normaliser of the reduction (docs/variants.md, "Reductions").
 from __future__ import annotations
 
 import math
+from fractions import Fraction as Q
 
 import numpy as np
 
@@ -113,7 +114,7 @@ class ElementwiseProblem(Problem):
         if self.main == "probs":
             return U.bce_probs(B, self.x[i], z, self.eps, grads)
         q = 1.0 if self.q is None else self.q[i]
-        return U.sigmoid_bce(B, self.x[i], B.num(z), z == 0.0, z == 1.0, z not in (0.0, 1.0), q, self.eps, grads)
+        return U.sigmoid_bce(B, self.x[i], Q(z), z not in (0.0, 1.0), q, self.eps, grads)
 
     def grad_position(self, name, i, k):
         return i
@@ -181,24 +182,15 @@ class RowProblem(Problem):
             return [1.0 if c == y else 0.0 for c in range(self.C)]
         return self.ylab[i]
 
-    def _factors(self, B, y: list):
-        """a_c = cw_c y'_c with y' = y(1-e) + e/C, as enclosures (None where exactly 0)."""
-        e, C = self.eps, self.C
-        one = B.num(1.0)
+    def _factors(self, y: list):
+        """Exact a_c = cw_c y'_c with y' = y(1-e) + e/C, and (1-e) cw_c; None where exactly 0."""
+        e, C = Q(self.eps), self.C
         a, scale = [], []
-        shrink = None if e == 0.0 else one - B.num(e)
-        spread = None if e == 0.0 else B.num(e) / B.num(float(C))
         for c in range(C):
-            cw = self.cw[c]
-            if cw == 0.0 or (y[c] == 0.0 and e == 0.0):
-                a.append(None)
-            else:
-                ys = B.num(y[c]) if e == 0.0 else B.num(y[c]) * shrink + spread
-                a.append(ys if cw == 1.0 else B.num(cw) * ys)
-            if cw == 0.0 or e == 1.0:
-                scale.append(None)
-            else:
-                scale.append((B.num(cw) if cw != 1.0 else one) if e == 0.0 else B.num(cw) * shrink)
+            cw = Q(self.cw[c])
+            ys = Q(y[c]) * (1 - e) + e / C
+            a.append(None if cw * ys == 0 else cw * ys)
+            scale.append(None if cw * (1 - e) == 0 else cw * (1 - e))
         return a, scale
 
     def unit(self, B, i, grads):
@@ -206,7 +198,7 @@ class RowProblem(Problem):
         if self.kind != "ce":
             return U.softmax_row(B, row, [None] * self.C, self.kind, grads)
         y = self._label_row(i)
-        a, scale = self._factors(B, y)
+        a, scale = self._factors(y)
         soft = None if self.sparse else [v not in (0.0, 1.0) for v in y]
         if self.main == "probs":
             return U.categorical_probs(B, row, a, grads, scale, soft, self.has_cw)
@@ -292,12 +284,12 @@ class SampledProblem(Problem):
                 v, m = self._logit(B, i, cid, self.sq[s])
                 cols.append(v), mags.append(m)
             true_flags.append(False)
-        inv_t = B.num(1.0) / B.num(float(T))
+        inv_t = Q(1, T)
         if not self.nce:
             a = [inv_t if f else None for f in true_flags]
             return U.softmax_row(B, cols, a, "ce", False, mags=mags)
-        parts = [U.sigmoid_bce(B, x, inv_t if f else B.num(0.0), not f, f and T == 1, f and T > 1,
-                               1.0, 0.0, False, x_mag=m) for x, m, f in zip(cols, mags, true_flags)]
+        parts = [U.sigmoid_bce(B, x, inv_t if f else Q(0), f and T > 1, 1.0, 0.0, False, x_mag=m)
+                 for x, m, f in zip(cols, mags, true_flags)]
         return U.Unit([U._sum(B, [p.out[0] for p in parts])], [sum(p.out_sens[0] for p in parts)])
 
 
