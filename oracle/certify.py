@@ -186,11 +186,10 @@ def run(problem: Problem, B, grads: bool, max_prec: int = DEFAULT_MAX_PREC, digi
                 else:
                     terms = [_scale(B, weights[i], u.out[0]) for i, u in units.items()]
                     total = _div(B, _sum(B, terms), denom)
-                    df = _float(B, denom)
                     sens = sum(abs(weights[i]) * u.out_sens[0] for i, u in units.items())
                     if has_w:
                         sens += sum(abs(weights[i] * _float(B, u.out[0])) for i, u in units.items())
-                    sens = sens / df if df else 0.0
+                    sens = _ratio(sens, denom[0])
                     if problem.reduction == "weighted_mean" and (has_w or problem.has_cw):
                         sens += abs(_float(B, total))
                     _decide(B, total, f, out.value[0], prec, _finite(sens), digits)
@@ -214,7 +213,7 @@ def run(problem: Problem, B, grads: bool, max_prec: int = DEFAULT_MAX_PREC, digi
                         v = _scale(B, w, g)
                         if reduced and problem.reduction != "sum":
                             v = _div(B, v, denom)
-                        sf = abs(w) * u.grad_sens[name][k] / (_float(B, denom) if reduced and problem.reduction != "sum" else 1.0)
+                        sf = _ratio(abs(w) * u.grad_sens[name][k], denom[0] if reduced else Q(1))
                         gf = abs(_float(B, v))
                         sf += gf if has_w else 0.0
                         sf += gf if problem.reduction == "weighted_mean" and (has_w or problem.has_cw) else 0.0
@@ -239,6 +238,16 @@ def _float(B, v) -> float:
     if isinstance(v, tuple):  # a denominator
         v = v[1]
     return v if is_special(v) else B.to_float(ball(B, v))
+
+
+def _ratio(x: float, d: Q) -> float:
+    """x / d in floating point without underflowing d first (a normaliser can be below 1e-308)."""
+    if not math.isfinite(x) or d == 1:
+        return x
+    try:
+        return float(Q(x) / d)
+    except OverflowError:
+        return INF
 
 
 def _finite(x: float) -> float:

@@ -264,6 +264,7 @@ def softmax_row(B, xs: list, a: list, kind: str, grads: bool, label_scale: list 
     A_q = sum((v for v in a if v is not None), ZERO_Q)
     Cq = Q(C)
 
+    p_q = None  # p as exact rationals, when they are
     if plus:  # the one-hot limit at the +inf class
         k = plus[0]
         nlp = [Split(ZERO_Q, zero) if c == k else INF for c in range(C)]
@@ -296,6 +297,10 @@ def softmax_row(B, xs: list, a: list, kind: str, grads: bool, label_scale: list 
         # p_j - [j == j0], the part of A p_j - a_j beyond its exact part
         dx_rest = [-(T / S) if j == j0 else e[j] / S for j in range(C)]
         sens_zero = False
+        if exact and all(dq[c] == 0 for c in finite):
+            # Equal finite logits: p is exactly 1/n on them, so every derivative is rational
+            # (and exactly 0 when the labels are uniform too, e.g. smoothing 1 over 3 classes).
+            p_q = [Q(1, len(finite)) if c in d else ZERO_Q for c in range(C)]
 
     # sensitivities, from float approximations
     Sf = _f(B, S)
@@ -333,7 +338,9 @@ def softmax_row(B, xs: list, a: list, kind: str, grads: bool, label_scale: list 
                 aj = a[j] if a[j] is not None else ZERO_Q
                 ex = (A_q if j == j0 else ZERO_Q) - aj
                 v = Split(ex, Ab * dx_rest[j] if not sens_zero else zero)
-                if not sens_zero:
+                if p_q is not None:
+                    v = Split(A_q * p_q[j] - aj, zero)
+                elif not sens_zero:
                     v.alt = (Ab * e[j] - B.frac(aj) * S) / S if aj else Ab * e[j] / S
                 gx.append(v)
                 s = 0.0 if sens_zero else Af * pf[j] * spread[j]
@@ -365,7 +372,9 @@ def softmax_row(B, xs: list, a: list, kind: str, grads: bool, label_scale: list 
             gx = []
             for j in range(C):
                 v = Split((1 - Cq) if j == j0 else ONE_Q, -(Cb * dx_rest[j]) if not sens_zero else zero)
-                if not sens_zero:
+                if p_q is not None:
+                    v = Split(1 - Cq * p_q[j], zero)
+                elif not sens_zero:
                     v.alt = (S - Cb * e[j]) / S
                 gx.append(v)
             u.grads["logits"] = gx
