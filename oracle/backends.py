@@ -104,14 +104,28 @@ class MpmathBackend:
             return self.iv.mpf(q.numerator)
         return self.iv.mpf(q.numerator) / self.iv.mpf(q.denominator)
 
+    # mpmath's interval functions are not always rigorous: iv.exp(-2**-1074) at 1360 bits is the
+    # point [1 - 2**-1074, 1 - 2**-1074], below the true value. Each transcendental result is
+    # therefore widened by a few ulps of the working precision, except at the exact points
+    # exp(0) = 1, log(1) = 0 and log1p(0) = 0 where the exact value matters (an exact zero).
     def exp(self, a):
-        return self.iv.exp(a)
+        return self.iv.mpf(1) if self._is_point(a, 0) else self._widen(self.iv.exp(a))
 
     def log(self, a):
-        return self.iv.log(a)
+        return self.iv.mpf(0) if self._is_point(a, 1) else self._widen(self.iv.log(a))
 
     def log1p(self, a):
-        return self.iv.log1p(a)
+        return self.iv.mpf(0) if self._is_point(a, 0) else self._widen(self.iv.log1p(a))
+
+    def _is_point(self, a, value) -> bool:
+        lo, hi = a._mpi_
+        return lo == hi and mpmath.mp.make_mpf(lo) == value
+
+    def _widen(self, a):
+        lo, hi = (mpmath.mp.make_mpf(t) for t in a._mpi_)
+        with mpmath.workprec(self.prec + 8):
+            slack = mpmath.mpf(2) ** (4 - self.prec)
+            return self.iv.mpf([lo - abs(lo) * slack, hi + abs(hi) * slack])
 
     def is_exact_zero(self, a) -> bool:
         lo, hi = a._mpi_
