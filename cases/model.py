@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
@@ -198,7 +200,9 @@ def encode_array(arr: np.ndarray, dtype: str) -> dict:
     f = fmt(dtype)
     flat = arr.ravel()
     bits = f.to_bits(flat)
-    data = [_float_token(int(b), float(v), f) for b, v in zip(bits, flat.astype(np.float64))]
+    with np.errstate(invalid="ignore"):  # casting a signalling NaN warns; only its NaN-ness is used
+        wide = flat.astype(np.float64)
+    data = [_float_token(int(b), float(v), f) for b, v in zip(bits, wide)]
     return {"dtype": dtype, "shape": list(arr.shape), "data": data}
 
 
@@ -239,20 +243,36 @@ def _parse_float_token(where: str, tok, f) -> int:
             b = int(tok[4:], 16)
         except ValueError:
             raise CaseError(where, f"bad NaN bit pattern {tok!r}") from None
-        v = f.from_bits(np.array([b % (1 << f.bits)], dtype=f.uint_dtype))[0]
-        if b >> f.bits or not np.isnan(v):
+        # A NaN has every exponent bit set and a non-zero mantissa (tested on the bits: isnan
+        # warns on a signalling NaN).
+        if b >> f.bits or (b & ((1 << (f.bits - 1)) - 1)) <= ((2 * f.emax + 1) << (f.precision - 1)):
             raise CaseError(where, f"{tok!r} is not a {f.name} NaN bit pattern")
         return b
-    try:
-        v = float.fromhex(tok)
-    except (ValueError, OverflowError):
-        raise CaseError(where, f"not a hex float: {tok!r}") from None
-    if math.isinf(v):
-        raise CaseError(where, f"{tok!r} overflows; write 'inf' for infinity")
+    v = _parse_hex(where, tok)
     a = np.array([v], dtype=np.float64).astype(f.np_dtype)
     if float(a[0]) != v:
         raise CaseError(where, f"{tok} is not exactly representable in {f.name}")
     return int(f.to_bits(a)[0])
+
+
+# float.fromhex also reads '1.5' (as 0x1.5) and '1e3' (as 0x1e3), and silently rounds digits beyond
+# float64: accept only a 0x literal whose value is exactly a float64.
+_HEX_FLOAT = re.compile(r"[+-]?0x([0-9a-f]+)(?:\.([0-9a-f]*))?(?:p([+-]?[0-9]+))?", re.IGNORECASE)
+
+
+def _parse_hex(where: str, tok: str) -> float:
+    m = _HEX_FLOAT.fullmatch(tok)
+    if m is None:
+        raise CaseError(where, f"not a hex float: {tok!r}")
+    try:
+        v = float.fromhex(tok)
+    except OverflowError:
+        raise CaseError(where, f"{tok!r} overflows; write 'inf' for infinity") from None
+    frac = m[2] or ""
+    mant = int(m[1] + frac, 16)
+    if mant and (v == 0 or Fraction(abs(v)) != mant * Fraction(2) ** (int(m[3] or 0) - 4 * len(frac))):
+        raise CaseError(where, f"{tok} is not exactly a float64 value")
+    return v
 
 
 # -- options -------------------------------------------------------------------------------------
@@ -265,10 +285,7 @@ def encode_option(v):
 
 def decode_option(where: str, v):
     if isinstance(v, str) and (v.startswith(("0x", "-0x")) or v in ("inf", "-inf", "nan")):
-        try:
-            return float.fromhex(v) if "0x" in v else float(v)
-        except ValueError:
-            raise CaseError(where, f"not a hex float: {v!r}") from None
+        return _parse_hex(where, v) if "0x" in v else float(v)
     if isinstance(v, float):
         raise CaseError(where, f"floats are written as hex strings, got {v!r}")
     if v is None or isinstance(v, (bool, int, str)):
