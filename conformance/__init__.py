@@ -1,0 +1,1 @@
+"""The engine: ULP distance, budgets, verdicts, the run, the report and the ``xent`` command."""

@@ -1,0 +1,333 @@
+"""The ``xent`` command: ``list``, ``oracle`` and ``run``.
+
+Bad arguments (an unknown adapter, variant or dtype, a malformed number or option, a negative
+count) print one line on stderr and exit with status 2. ``xent oracle`` on an input outside the
+variant's domain is an answer, not an error: it prints the oracle's reason and exits 0. ``xent
+run`` exits 1 when the oracle raised on some case (a bug in the oracle; the report lists them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from cases import DTYPES, FORMATS, VARIANTS, Case, CaseError
+from cases.variants import INT
+from .numbers import exact_decimal, hex_of, parse_float, shortest
+
+DEFAULT_EXAMPLES = 100
+DEFAULT_OUT = "reports/latest"
+
+
+class UsageError(Exception):
+    """A bad command line; main prints it on one line and exits 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _csv(kind: str, known) -> callable:
+    def parse(text: str) -> list[str]:
+        items = [s.strip() for s in text.split(",") if s.strip()]
+        unknown = [s for s in items if s not in known]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(f"unknown {kind} {', '.join(unknown) or '(empty)'}; "
+                                             f"expected some of {', '.join(known)}")
+        return items
+    return parse
+
+
+def _one(kind: str, known) -> callable:
+    def parse(text: str) -> str:
+        if text not in known:
+            raise argparse.ArgumentTypeError(f"unknown {kind} {text!r}; expected one of {', '.join(known)}")
+        return text
+    return parse
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import adapters
+
+    p = _Parser(prog="xent", description="Cross-entropy conformance suite and certified oracle.")
+    sub = p.add_subparsers(dest="command", metavar="{list,oracle,run}")
+    sub.add_parser("list", help="adapters, variants and dtypes")
+
+    o = sub.add_parser("oracle", help="the certified value of one case")
+    o.add_argument("variant", type=_one("variant", list(VARIANTS)))
+    o.add_argument("--dtype", default="float32", choices=DTYPES)
+    for name in ("logits", "labels", "probs", "weights", "class-weights", "pos-weight"):
+        o.add_argument(f"--{name}", metavar="VALUES",
+                       help="comma-separated decimal or hex floats, or JSON nested lists")
+    o.add_argument("--input", action="append", default=[], metavar="NAME=VALUES",
+                   help="any other input of the variant (e.g. embeddings for sampled_softmax)")
+    o.add_argument("--option", action="append", default=[], metavar="K=V", help="an option, e.g. reduction=mean")
+    o.add_argument("--shape", metavar="D1,D2,...", help="reshape the logits (or probs) and the inputs that follow them")
+    o.add_argument("--json", action="store_true", help="print JSON")
+
+    r = sub.add_parser("run", help="every adapter against the oracle; writes report.json and summary.md")
+    r.add_argument("--adapters", type=_csv("adapter", adapters.names()), help="default: every available one")
+    r.add_argument("--variants", type=_csv("variant", list(VARIANTS)), default=list(VARIANTS))
+    r.add_argument("--dtypes", type=_csv("dtype", list(DTYPES)), default=list(DTYPES))
+    r.add_argument("--examples", type=_count, default=DEFAULT_EXAMPLES,
+                   help=f"generated cases per variant and dtype (default {DEFAULT_EXAMPLES})")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT})")
+    return p
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            raise UsageError("a command is required: list, oracle or run (see xent --help)")
+        return {"list": cmd_list, "oracle": cmd_oracle, "run": cmd_run}[args.command](args, argv)
+    except UsageError as e:
+        print(f"xent: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `xent list | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+# -- list ----------------------------------------------------------------------------------------
+
+def cmd_list(args, argv) -> int:
+    import adapters
+
+    print("adapters:")
+    for name in adapters.names():
+        a = adapters.get(name)
+        ok, detail = a.available()
+        state = f"available {detail}".rstrip() if ok else f"unavailable: {detail}"
+        print(f"  {name:<16} {'[control] ' if a.control else ''}{state} — {a.description}")
+    print("variants:")
+    for v in VARIANTS.values():
+        print(f"  {v.id:<22} {v.summary}")
+    print("dtypes:")
+    for f in FORMATS.values():
+        print(f"  {f.name:<9} {f.precision}-bit significand, max {shortest(f.max_finite, f)}, "
+              f"min subnormal {shortest(f.min_subnormal, f)}")
+    return 0
+
+
+# -- oracle --------------------------------------------------------------------------------------
+
+def _tokens(text: str):
+    """Nested lists of number tokens from ``1,-810,0x1p-3`` or ``[[1, 2], ["0x1p-3", 4]]``."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
+        except ValueError as e:
+            raise UsageError(f"not a JSON list: {text!r} ({e})") from None
+    return [t.strip() for t in text.split(",")]
+
+
+def _array(name: str, text: str, kind: str, dtype: str, rounded: list[str]) -> np.ndarray:
+    f = FORMATS[dtype]
+
+    def convert(tok, where):
+        if isinstance(tok, list):
+            return [convert(t, f"{where}[{i}]") for i, t in enumerate(tok)]
+        tok = str(tok)
+        if kind == INT:
+            try:
+                return int(tok)
+            except ValueError:
+                raise UsageError(f"--{name}: {tok!r} is not an integer") from None
+        try:
+            v, changed = parse_float(tok, f)
+        except ValueError:
+            raise UsageError(f"--{name}: {tok!r} is not a number") from None
+        if changed:
+            rounded.append(f"{where} = {tok} becomes {hex_of(v)} = {exact_decimal(v)} in {dtype}")
+        return v
+
+    values = convert(_tokens(text), name)
+    try:
+        arr = np.array(values, dtype=np.int64 if kind == INT else np.float64)
+    except ValueError:
+        raise UsageError(f"--{name}: ragged nested lists") from None
+    return arr if kind == INT else arr.astype(f.np_dtype)
+
+
+def _option(spec, text: str):
+    key, sep, raw = text.partition("=")
+    key = key.strip().replace("-", "_")
+    o = spec.option(key)
+    if not sep or o is None:
+        known = ", ".join(x.name for x in spec.options) or "none"
+        raise UsageError(f"--option {text!r}: expected K=V with K one of {known}")
+    raw = raw.strip()
+    try:
+        if o.type is bool:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return key, raw.lower() in ("true", "1")
+        if o.default is None and raw.lower() == "none":
+            return key, None
+        if o.type is int:
+            return key, int(raw)
+        if o.type is float:
+            return key, float.fromhex(raw) if "0x" in raw.lower() else float(raw)
+        return key, raw
+    except ValueError:
+        raise UsageError(f"--option {text!r}: {raw!r} is not a {o.type.__name__}") from None
+
+
+def _reshape(case_inputs: dict, spec, shape: tuple[int, ...], axis: int) -> None:
+    main = "probs" if "probs" in case_inputs else "logits"
+    n = int(np.prod(shape))
+    unit = tuple(s for i, s in enumerate(shape) if i != axis % len(shape)) if spec.has_axis else shape
+    for name, arr in case_inputs.items():
+        if name == "class_weights":  # always (C,)
+            continue
+        if arr.size == n and (name == main or spec.input(name).kind != INT or not spec.has_axis):
+            case_inputs[name] = arr.reshape(shape)
+        elif arr.size == int(np.prod(unit)):
+            case_inputs[name] = arr.reshape(unit)
+        elif name == main:
+            raise UsageError(f"--shape {list(shape)}: {main} has {arr.size} values")
+
+
+def build_case(args) -> tuple[Case, list[str]]:
+    spec = VARIANTS[args.variant]
+    rounded: list[str] = []
+    texts = {k.replace("-", "_"): getattr(args, k.replace("-", "_"))
+             for k in ("logits", "labels", "probs", "weights", "class-weights", "pos-weight")}
+    for item in args.input:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise UsageError(f"--input {item!r}: expected NAME=VALUES")
+        texts[name.strip()] = text
+    inputs = {}
+    for name, text in texts.items():
+        if text is None:
+            continue
+        ispec = spec.input(name)
+        if ispec is None:
+            raise UsageError(f"variant {spec.id} takes no input {name!r} "
+                             f"(it takes {', '.join(i.name for i in spec.inputs)})")
+        inputs[name] = _array(name.replace("_", "-"), text, ispec.kind, args.dtype, rounded)
+    options = dict(_option(spec, t) for t in args.option)
+    main_input = inputs.get("probs", inputs.get("logits"))
+    shape = main_input.shape if main_input is not None and main_input.ndim else None
+    if args.shape:
+        try:
+            shape = tuple(int(s) for s in args.shape.split(","))
+        except ValueError:
+            raise UsageError(f"--shape {args.shape!r}: expected integers like 2,3") from None
+    if shape is not None:  # also fits a single label of a single row: `--labels 0` is shape ()
+        _reshape(inputs, spec, shape, options.get("axis", spec.defaults().get("axis", -1)))
+    try:
+        return Case(spec.id, args.dtype, inputs, options, note="xent oracle"), rounded
+    except CaseError as e:
+        raise UsageError(str(e)) from None
+
+
+def _elements(q, dtype: str) -> list[dict]:
+    f = FORMATS[dtype]
+    value = np.asarray(q.value, dtype=np.float64)
+    out = []
+    for k, idx in enumerate(np.ndindex(value.shape)):
+        v = float(value[idx])
+        out.append({
+            "index": list(idx),
+            "exact": q.decimal[k] if q.decimal is not None else None,
+            "value": shortest(v, f), "hex": hex_of(v),
+            "prec": int(np.asarray(q.prec)[idx]),
+            "undefined": bool(np.asarray(q.undefined)[idx]),
+            "undecided": bool(np.asarray(q.undecided)[idx]),
+        })
+    return out
+
+
+def cmd_oracle(args, argv) -> int:
+    import oracle
+
+    case, rounded = build_case(args)
+    try:
+        r = oracle.evaluate(case, grads=True, digits=25)
+    except Exception as e:  # a bug in the oracle, not in the arguments
+        print(f"xent: error: the oracle raised {e!r} on case {case.to_json()}", file=sys.stderr)
+        return 1
+    doc = {"variant": case.variant, "dtype": case.dtype, "case_id": case.case_id, "case": case.to_dict(),
+           "rounded_inputs": rounded, "status": r.status, "reason": r.reason,
+           "value": None if r.value is None else _elements(r.value, case.dtype),
+           "grads": {name: _elements(q, case.dtype) for name, q in sorted(r.grads.items())}}
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return 0
+    defaults = case.spec.defaults()
+    opts = ", ".join(f"{k}={v}" for k, v in case.options.items() if v != defaults.get(k))
+    print(f"{case.variant} {case.dtype}{' ' + opts if opts else ''}  [case {case.case_id}]")
+    for line in rounded:
+        print(f"note: rounded to the dtype: {line}")
+    if r.status == "invalid":
+        print(f"invalid: {r.reason}")
+        return 0
+    sections = [("value", doc["value"])] + [(f"gradient d/d{n}", els) for n, els in doc["grads"].items()]
+    for title, elements in sections:
+        print(f"{title}:")
+        for e in elements:
+            where = "[" + ",".join(map(str, e["index"])) + "]"
+            if e["undecided"]:
+                print(f"  {where:<8} undecided at {e['prec']} bits (the cap); not guessed")
+            elif e["undefined"]:
+                print(f"  {where:<8} undefined (nan)")
+            else:
+                exact = f"exact {e['exact']}  " if e["exact"] else ""
+                print(f"  {where:<8} {exact}-> {case.dtype} {e['value']} ({e['hex']}), {e['prec']} bits")
+    return 0
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+def cmd_run(args, argv) -> int:
+    import adapters
+    from . import report, runner
+
+    names = args.adapters
+    if names is None:
+        names = [n for n in adapters.names() if adapters.get(n).available()[0]]
+    result = runner.run(names, args.variants, args.dtypes, args.examples, args.seed)
+    for a in result.adapters:
+        if not a["available"]:
+            print(f"xent: warning: adapter {a['name']} unavailable: {a['reason']}", file=sys.stderr)
+    doc = report.build(result, argv)
+    json_path, md_path = report.write(doc, args.out)
+    print(f"{sum(c['cases'] for c in doc['cells'])} answers from {len(doc['run']['adapters'])} adapter(s) "
+          f"in {result.duration_s:.1f} s")
+    for name in doc["run"]["adapters"]:
+        cells = [c for c in doc["cells"] if c["adapter"] == name]
+        cases = sum(c["cases"] for c in cells)
+        conforming = sum(c["conforming"] for c in cells)
+        counts: dict[str, int] = {}
+        for c in cells:
+            for v, n in c["verdicts"].items():
+                if v != "conforms":
+                    counts[v] = counts.get(v, 0) + n
+        detail = ", ".join(f"{v} {n}" for v, n in sorted(counts.items())) or "no divergences"
+        print(f"  {name:<16} {conforming}/{cases} conform; {detail}")
+    print(f"report: {json_path}\nsummary: {md_path}")
+    if result.oracle_errors:
+        print(f"xent: error: the oracle raised on {len(result.oracle_errors)} case(s); they are listed in "
+              f"the report", file=sys.stderr)
+        return 1
+    return 0
