@@ -14,6 +14,21 @@ import numpy as np
 from cases import Case
 
 
+@dataclass(frozen=True)
+class Contract:
+    """A documented behaviour of an API that differs from the math (see oracle/contracts.py).
+
+    ``params`` are the oracle's contract parameters, e.g. ``{"log_floor": -100.0}``; ``url`` is the
+    documentation that states the behaviour. An answer that misses the math but matches the oracle's
+    value under ``params`` gets the verdict "contract", named by ``name`` in the report.
+    """
+
+    name: str
+    url: str
+    summary: str
+    params: dict
+
+
 @dataclass
 class Output:
     """What one API call returned.
@@ -46,3 +61,7 @@ class Adapter:
     def evaluate(self, case: Case, api: str, grads: bool = True) -> Output:
         """Run ``case`` through ``api``; gradients for every input in ``case.spec.grad_wrt`` the API supports."""
         raise NotImplementedError
+
+    def contract(self, case: Case, api: str) -> Contract | None:
+        """The documented contract under which ``api`` evaluates ``case``, if it has one."""
+        return None

@@ -9,13 +9,14 @@ hex-exact case, so a person can reproduce it. Deterministic given the seed.
 A case the oracle raises on is a bug in the oracle: it gets no verdict, and is listed with its
 exception in ``oracle_errors`` so the run still covers everything else.
 
-An adapter may define ``contract_case(case, api) -> Case | None``: the case as its documented
-contract transforms it (e.g. probabilities clipped); an answer that misses the truth but meets
-the oracle's value for that case is then ``contract`` rather than a failure.
+An adapter may declare a `Contract` for a case and API (``adapter.contract(case, api)``): a
+documented behaviour that differs from the math, which the oracle evaluates exactly; an answer that
+misses the truth but meets the contract's value is then ``contract`` rather than a divergence.
 """
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import time
 from collections import Counter
@@ -175,13 +176,21 @@ def _truth(case: Case, truths: dict, stats: dict | None = None):
     return truth
 
 
+def _contract_truth(case: Case, declared, truths: dict):
+    key = (case.case_id, json.dumps(declared.params, sort_keys=True))
+    if key not in truths:
+        try:
+            truths[key] = oracle.evaluate(case, grads=False, contract=declared.params)
+        except Exception as e:  # an oracle bug: never a verdict, reported with the case
+            raise OracleError(case.case_id) from e
+    return truths[key]
+
+
 def _judge(adapter, api: str, case: Case, truth, truths: dict) -> tuple[CaseVerdict, float]:
     contract = None
-    contract_case = getattr(adapter, "contract_case", None)
-    if contract_case is not None:
-        transformed = contract_case(case, api)
-        if transformed is not None:
-            contract = _truth(transformed, truths)
+    declared = adapter.contract(case, api) if hasattr(adapter, "contract") else None
+    if declared is not None:
+        contract = _contract_truth(case, declared, truths)
     t0 = time.perf_counter()
     try:
         output = adapter.evaluate(case, api, grads=True)
@@ -190,7 +199,10 @@ def _judge(adapter, api: str, case: Case, truth, truths: dict) -> tuple[CaseVerd
     seconds = time.perf_counter() - t0
     if contract is not None and contract.status == "invalid":
         contract = None
-    return classify(case, truth, output, contract=contract), seconds
+    cv = classify(case, truth, output, contract=contract)
+    if cv.verdict == "contract":
+        cv.worst.message = f"{declared.name}: {declared.summary} ({declared.url})"
+    return cv, seconds
 
 
 def _ulp_json(u):

@@ -40,6 +40,10 @@ class ArbBackend:
             return arb(q.numerator)
         return arb(fmpq(q.numerator, q.denominator))
 
+    def union(self, a, b):
+        """An enclosure of both enclosures."""
+        return a.union(b)
+
     def exp(self, a):
         return a.exp()
 
@@ -98,6 +102,12 @@ class MpmathBackend:
 
     def num(self, x: float):
         return self.iv.mpf(x)  # exact while prec >= 53
+
+    def union(self, a, b):
+        (alo, ahi), (blo, bhi) = a._mpi_, b._mpi_
+        lo = min(mpmath.mp.make_mpf(alo), mpmath.mp.make_mpf(blo))
+        hi = max(mpmath.mp.make_mpf(ahi), mpmath.mp.make_mpf(bhi))
+        return self.iv.mpf([lo, hi])
 
     def frac(self, q):
         if q.denominator == 1:

@@ -13,6 +13,7 @@ import numpy as np
 
 from cases import Case
 
+from . import contracts
 from . import units as U
 
 
@@ -62,9 +63,10 @@ class Problem:
     ignored: frozenset = frozenset()
     has_cw = False
 
-    def __init__(self, case: Case):
+    def __init__(self, case: Case, contract: dict | None = None):
         self.case = case
         self.fmt = case.format
+        self.contract = contract
 
     def unit(self, B, i: int, grads: bool) -> U.Unit:
         raise NotImplementedError
@@ -88,8 +90,8 @@ class Problem:
 class ElementwiseProblem(Problem):
     unit_outputs = 1
 
-    def __init__(self, case: Case):
-        super().__init__(case)
+    def __init__(self, case: Case, contract: dict | None = None):
+        super().__init__(case, contract)
         main = "probs" if case.spec.input("probs") else "logits"
         x = case[main]
         _check_unit_interval(case, "labels")
@@ -112,7 +114,11 @@ class ElementwiseProblem(Problem):
     def unit(self, B, i, grads):
         z = self.z[i]
         if self.main == "probs":
-            return U.bce_probs(B, self.x[i], z, self.eps, grads)
+            u = U.bce_probs(B, self.x[i], z, self.eps, grads and not self.contract)
+            if self.contract:
+                e = Q(self.eps)
+                u.out = [contracts.bce_probs_value(B, self.x[i], Q(z) * (1 - e) + e / 2, self.contract)]
+            return u
         q = 1.0 if self.q is None else self.q[i]
         return U.sigmoid_bce(B, self.x[i], Q(z), z not in (0.0, 1.0), q, self.eps, grads)
 
@@ -128,8 +134,8 @@ class ElementwiseProblem(Problem):
 class RowProblem(Problem):
     """softmax_ce_dense, softmax_ce_sparse, categorical_ce_probs, log_softmax, softmax."""
 
-    def __init__(self, case: Case):
-        super().__init__(case)
+    def __init__(self, case: Case, contract: dict | None = None):
+        super().__init__(case, contract)
         spec = case.spec
         self.kind = {"log_softmax": "log_softmax", "softmax": "softmax"}.get(case.variant, "ce")
         self.main = "probs" if spec.input("probs") else "logits"
@@ -201,7 +207,10 @@ class RowProblem(Problem):
         a, scale = self._factors(y)
         soft = None if self.sparse else [v not in (0.0, 1.0) for v in y]
         if self.main == "probs":
-            return U.categorical_probs(B, row, a, grads, scale, soft, self.has_cw)
+            u = U.categorical_probs(B, row, a, grads and not self.contract, scale, soft, self.has_cw)
+            if self.contract:
+                u.out = [contracts.categorical_value(B, row, a, self.contract)]
+            return u
         return U.softmax_row(B, row, a, "ce", grads, label_scale=None if self.sparse else scale,
                              label_soft=soft, has_cw=self.has_cw)
 
@@ -293,10 +302,13 @@ class SampledProblem(Problem):
         return U.Unit([U._sum(B, [p.out[0] for p in parts])], [sum(p.out_sens[0] for p in parts)])
 
 
-def build(case: Case) -> Problem:
-    """The problem for ``case``; raises `Invalid` with the reason when it is outside the domain."""
+def build(case: Case, contract: dict | None = None) -> Problem:
+    """The problem for ``case`` (under ``contract``, see oracle/contracts.py); raises `Invalid`
+    with the reason when it is outside the domain."""
+    if contract and not contracts.applies_to(case.variant):
+        raise ValueError(f"contracts apply to bce_probs and categorical_ce_probs, not {case.variant}")
     if case.variant in ("sigmoid_bce_logits", "bce_probs"):
-        return ElementwiseProblem(case)
+        return ElementwiseProblem(case, contract)
     if case.variant in ("sampled_softmax", "nce"):
         return SampledProblem(case)
-    return RowProblem(case)
+    return RowProblem(case, contract)
