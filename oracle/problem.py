@@ -38,13 +38,14 @@ def _check_unit_interval(case: Case, name: str) -> None:
 
 
 def _check_nonneg(case: Case, name: str) -> None:
+    """Weights are finite and >= 0 (an infinite weight has no meaningful weighted mean)."""
     a = case.get(name)
     if a is None:
         return
     a64 = a.astype(np.float64)
-    bad = ~(a64 >= 0)
+    bad = ~((a64 >= 0) & np.isfinite(a64))
     if bad.any():
-        raise Invalid(f"{name} must be >= 0 and not NaN: {name}{_first_bad(a64, bad)}")
+        raise Invalid(f"{name} must be finite and >= 0: {name}{_first_bad(a64, bad)}")
 
 
 def _check_smoothing(case: Case) -> float:
