@@ -102,6 +102,9 @@ def classify(case: Case, truth, output=None, error: BaseException | None = None,
     if truth.status == "invalid":
         return _classify_invalid(case, truth, output, error)
     if error is not None:
+        if truth.value is not None and np.asarray(truth.value.undefined).all():
+            # the loss itself is undefined (an empty mean, a row with two +inf): refusing is fine
+            return CaseVerdict.single("conforms", f"rejected an undefined result: {_one_line(error)}")
         return CaseVerdict.single("raised", _one_line(error))
     quantities = [("value", truth.value, output.value, contract.value if contract else None)]
     for name, q in sorted(truth.grads.items()):
@@ -126,7 +129,7 @@ def _classify_invalid(case: Case, truth, output, error) -> CaseVerdict:
     if got is None:
         return CaseVerdict.single("conforms", "rejected: returned no numbers")
     numbers = np.argwhere(~np.isnan(got))
-    if numbers.size == 0:
+    if len(numbers) == 0:  # (not .size: argwhere of a 0-d array has shape (1, 0))
         return CaseVerdict.single("conforms", "rejected: returned NaN")
     idx = tuple(int(i) for i in numbers[0])
     f = Finding("accepted-invalid", "value", idx, got=float(got[idx]),

@@ -21,6 +21,12 @@ class Invalid(Exception):
     """The case lies outside the variant's domain; the message is the reason."""
 
 
+def _f64(arr: np.ndarray) -> np.ndarray:
+    """The exact float64 values (a signalling NaN stays a NaN, without numpy's cast warning)."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(arr).astype(np.float64)
+
+
 def _first_bad(arr: np.ndarray, bad: np.ndarray) -> str:
     idx = np.unravel_index(int(np.flatnonzero(bad)[0]), arr.shape) if arr.ndim else ()
     where = "[" + ",".join(map(str, idx)) + "]" if arr.ndim else ""
@@ -31,7 +37,7 @@ def _check_unit_interval(case: Case, name: str) -> None:
     a = case.get(name)
     if a is None:
         return
-    a64 = a.astype(np.float64)
+    a64 = _f64(a)
     bad = ~((a64 >= 0) & (a64 <= 1))
     if bad.any():
         raise Invalid(f"{name} must lie in [0, 1]: {name}{_first_bad(a64, bad)}")
@@ -42,7 +48,7 @@ def _check_nonneg(case: Case, name: str) -> None:
     a = case.get(name)
     if a is None:
         return
-    a64 = a.astype(np.float64)
+    a64 = _f64(a)
     bad = ~((a64 >= 0) & np.isfinite(a64))
     if bad.any():
         raise Invalid(f"{name} must be finite and >= 0: {name}{_first_bad(a64, bad)}")
@@ -102,12 +108,12 @@ class ElementwiseProblem(Problem):
         _check_nonneg(case, "pos_weight")
         self.eps = _check_smoothing(case)
         self.main = main
-        self.x = x.astype(np.float64).ravel().tolist()
-        self.z = case["labels"].astype(np.float64).ravel().tolist()
+        self.x = _f64(x).ravel().tolist()
+        self.z = _f64(case["labels"]).ravel().tolist()
         q = case.get("pos_weight")
-        self.q = None if q is None else np.broadcast_to(q.astype(np.float64), x.shape).ravel().tolist()
+        self.q = None if q is None else np.broadcast_to(_f64(q), x.shape).ravel().tolist()
         w = case.get("weights")
-        self.weights = None if w is None else w.astype(np.float64).ravel().tolist()
+        self.weights = None if w is None else _f64(w).ravel().tolist()
         self.n_units = len(self.x)
         self.value_shape = x.shape
         self.reduction = case.options["reduction"]
@@ -147,7 +153,7 @@ class RowProblem(Problem):
         self.C = C = moved.shape[-1]
         if C == 0:
             raise Invalid("the class axis is empty: no class to take a softmax over")
-        self.rows = moved.reshape(-1, C).astype(np.float64).tolist()
+        self.rows = _f64(moved.reshape(-1, C)).tolist()
         self.n_units = len(self.rows)
         self.reduction = case.options.get("reduction", "none")
         if self.kind != "ce":
@@ -163,9 +169,9 @@ class RowProblem(Problem):
         self.eps = _check_smoothing(case)
         cw = case.get("class_weights")
         self.has_cw = cw is not None
-        self.cw = [1.0] * C if cw is None else cw.astype(np.float64).tolist()
+        self.cw = [1.0] * C if cw is None else _f64(cw).tolist()
         w = case.get("weights")
-        self.weights = None if w is None else w.astype(np.float64).ravel().tolist()
+        self.weights = None if w is None else _f64(w).ravel().tolist()
         self.sparse = case.variant == "softmax_ce_sparse"
         if self.sparse:
             labels = case["labels"].ravel()
@@ -181,7 +187,7 @@ class RowProblem(Problem):
                           for i, y in enumerate(self.ids)]
         else:
             _check_unit_interval(case, "labels")
-            self.ylab = np.moveaxis(case["labels"], self.axis, -1).reshape(-1, C).astype(np.float64).tolist()
+            self.ylab = _f64(np.moveaxis(case["labels"], self.axis, -1).reshape(-1, C)).tolist()
 
     def _label_row(self, i):
         if self.sparse:
@@ -240,7 +246,7 @@ class SampledProblem(Problem):
     def __init__(self, case: Case):
         super().__init__(case)
         for name in ("inputs", "embeddings", "biases"):
-            a = case[name].astype(np.float64)
+            a = _f64(case[name])
             if not np.all(np.isfinite(a)):
                 raise Invalid(f"{name} must be finite: {name}{_first_bad(a, ~np.isfinite(a))}")
         C = case["embeddings"].shape[0]
@@ -250,18 +256,18 @@ class SampledProblem(Problem):
             if bad.any():
                 raise Invalid(f"class ids must lie in [0, {C}): {name}{_first_bad(ids, bad)}")
         for name in ("true_expected_count", "sampled_expected_count"):
-            q = case[name].astype(np.float64)
+            q = _f64(case[name])
             bad = ~((q > 0) & np.isfinite(q))
             if bad.any():
                 raise Invalid(f"{name} must be finite and > 0: {name}{_first_bad(q, bad)}")
         self.nce = case.variant == "nce"
-        self.inputs = case["inputs"].astype(np.float64).tolist()
-        self.emb = case["embeddings"].astype(np.float64).tolist()
-        self.bias = case["biases"].astype(np.float64).tolist()
+        self.inputs = _f64(case["inputs"]).tolist()
+        self.emb = _f64(case["embeddings"]).tolist()
+        self.bias = _f64(case["biases"]).tolist()
         self.labels = case["labels"].tolist()
         self.sampled = case["sampled"].tolist()
-        self.tq = case["true_expected_count"].astype(np.float64).tolist()
-        self.sq = case["sampled_expected_count"].astype(np.float64).tolist()
+        self.tq = _f64(case["true_expected_count"]).tolist()
+        self.sq = _f64(case["sampled_expected_count"]).tolist()
         self.n_units = len(self.inputs)
         self.value_shape = (self.n_units,)
         self.reduction = case.options["reduction"]

@@ -212,3 +212,15 @@ def test_cancelled_value_beyond_its_conditioning_underflows():
     tiny = 2.0 ** -60
     assert judge(np.array([EXPECTED[0], 0.0, EXPECTED[2]], dtype=F32), truth=Truth(
         "ok", value=q([EXPECTED[0], tiny, EXPECTED[2]], sens=[0.0, 2.0 ** -40, 0.0]))).verdict == "underflow"
+
+
+def test_number_for_an_invalid_case_with_a_reduced_output_is_accepted_invalid():
+    invalid = Truth("invalid", reason="class_weights must be finite and >= 0")
+    assert judge(np.array(1.7, dtype=F32), truth=invalid).verdict == "accepted-invalid"
+    assert judge(np.array(np.nan, dtype=F32), truth=invalid).verdict == "conforms"
+
+
+def test_raising_on_an_undefined_loss_conforms():
+    undefined = Truth("ok", value=q([np.nan], undefined=[True]))
+    assert judge(None, truth=undefined, error=ValueError("empty batch")).verdict == "conforms"
+    assert judge(None, error=ValueError("boom")).verdict == "raised"
