@@ -139,12 +139,12 @@ def _reduce(case: Case, loss, w, kept=None, omega=None):
 
 def _scaled_grad(w, d, g, kept=None, den=None, factor=None):
     """w g / d for a unit gradient ``g`` (``g / den`` when a denominator is given, folded into one
-    scaled quotient so that w g / (d p) neither overflows nor underflows on the way); units that are not kept get
-    0, and every position is NaN when the normaliser is 0 (an undefined mean has no gradient)."""
+    scaled quotient so that w g / (d p) neither overflows nor underflows on the way; a tuple is
+    several denominators); units that are not kept get 0, and every position is NaN when the normaliser is 0 (an undefined mean has no gradient)."""
     if np.isnan(d):
         return np.full(np.broadcast_shapes(np.shape(g), np.shape(w)), _NAN)
     nums = [w, g] if factor is None else [w, factor, g]
-    out = prod_quot(nums, [d] if den is None else [d, den])
+    out = prod_quot(nums, [d] + ([] if den is None else list(den) if isinstance(den, tuple) else [den]))
     return out if kept is None else np.where(kept, out, 0.0)
 
 
@@ -385,8 +385,8 @@ def _softmax_ce_dense(case: Case):
     value, w, d = _reduce(case, loss, _f64(case, "weights", np.ones(unit_shape)))
     w = w.reshape(-1, 1)
     gx = _smoothed_grad(rows, cw, y, e, w, d)
-    gy = rows.scaled(lambda t: mul0(cw, mul0(1.0 - e, t)))  # dl/dy_c = (1-e) cw_c (LSE - x_c)
-    return value, {"logits": back(gx), "labels": back(_scaled_grad(w, d, gy))}
+    gy = rows.scaled(lambda t: mul0(1.0 - e, t))  # dl/dy_c = (1-e) cw_c (LSE - x_c), cw folded in below
+    return value, {"logits": back(gx), "labels": back(_scaled_grad(w, d, gy, factor=np.broadcast_to(cw, gy.shape)))}
 
 
 def _softmax_ce_sparse(case: Case):
@@ -429,12 +429,15 @@ def _categorical_ce_probs(case: Case):
     value, w, d = _reduce(case, loss, _f64(case, "weights", np.ones(unit_shape)))
     w = w.reshape(-1, 1)
     has = (cw != 0) & ((y != 0) | (e != 0))
-    ys = y * (1.0 - e) + e / n_classes  # y'; w cw y' / (d p) is formed in one scaled quotient
-    num = np.where(has, np.where(p == 0, -_INF, -ys), 0.0)
-    den = np.where(has & (p != 0), p, 1.0)
-    gy = mul0(cw, mul0(1.0 - e, nlp))
-    gp = _scaled_grad(w, d, num, den=den, factor=np.broadcast_to(cw, num.shape))
-    return value, {"probs": back(gp), "labels": back(_scaled_grad(w, d, gy))}
+    # C y' = C y (1-e) + e, so that a subnormal e/C is never formed; w cw y' / (d p) is formed in
+    # one scaled quotient, and so is w cw (1-e) (-log p) / d
+    ys_c = (y * (1.0 - e)) * n_classes + e
+    num = np.where(has, np.where(p == 0, -_INF, -ys_c), 0.0)
+    den = (np.where(has & (p != 0), p, 1.0), float(n_classes))
+    cwb = np.broadcast_to(cw, num.shape)
+    gp = _scaled_grad(w, d, num, den=den, factor=cwb)
+    gy = _scaled_grad(w, d, mul0(1.0 - e, nlp), factor=cwb)
+    return value, {"probs": back(gp), "labels": back(gy)}
 
 
 def _log_softmax(case: Case):
