@@ -305,7 +305,8 @@ def cmd_run(args, argv) -> int:
 
     names = args.adapters
     if names is None:
-        names = [n for n in adapters.names() if adapters.get(n).available()[0]]
+        # every installed adapter; instances are passed on, so worker-backed ones start once
+        names = [a for a in map(adapters.get, adapters.names()) if a.available()[0]]
     result = runner.run(names, args.variants, args.dtypes, args.examples, args.seed)
     for a in result.adapters:
         if not a["available"]:

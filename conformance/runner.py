@@ -180,7 +180,7 @@ def _contract_truth(case: Case, declared, truths: dict):
     key = (case.case_id, json.dumps(declared.params, sort_keys=True))
     if key not in truths:
         try:
-            truths[key] = oracle.evaluate(case, grads=False, contract=declared.params)
+            truths[key] = oracle.evaluate(case, grads=True, contract=declared.params)
         except Exception as e:  # an oracle bug: never a verdict, reported with the case
             raise OracleError(case.case_id) from e
     return truths[key]

@@ -61,11 +61,10 @@ def _quantity(slots, f, shape, digits) -> Quantity:
 def evaluate(case: Case, grads: bool = True, backend: str = "arb", max_prec: int = DEFAULT_MAX_PREC,
              digits: int | None = None, contract: dict | None = None) -> OracleResult:
     """Certified value (and gradients) of ``case``; see the module docstring. Under a
-    ``contract`` (oracle/contracts.py) the value is the contract's, and there are no gradients."""
+    ``contract`` (oracle/contracts.py) the value and gradients are the contract's."""
     B = _backend(backend)
     if contract:
         contract = contracts.validate(contract)
-        grads = False
     try:
         problem = build(case, contract)
     except Invalid as e:

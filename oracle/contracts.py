@@ -17,11 +17,13 @@ A contract is a dict of parameters, applied to the probability variants (``bce_p
 - ``"log_offset": c``: ``log p`` becomes ``log(p + c)`` and ``log(1-p)`` becomes ``log(1 - p + c)``.
 - ``"log_floor": f``: every log term becomes ``max(log(.), f)``.
 
-Contracts are about values: what a framework's backward pass does under them is its own business,
-so the oracle evaluates contract values only.
+Under a contract the gradient is the derivative of the contract's function: 0 where a clip or a
+floor holds, the chain rule through the renormalisation. A framework whose backward pass is
+something else again (PyTorch's BCELoss divides by max(p(1-p), 1e-12)) still diverges.
 """
 from __future__ import annotations
 
+import math
 from fractions import Fraction as Q
 
 from .units import INF, NAN, _sum, is_special
@@ -77,65 +79,144 @@ def _min_const(B, v, c: float):
     return B.union(v, B.num(c))
 
 
-def _clip(B, p, contract):
+def _clip_float(p: float, contract) -> tuple[float, bool]:
+    """(clipped p, whether p was inside [lo, hi]) for an exact p: a clipped input has derivative 0."""
     if "clip" not in contract:
-        return p
+        return p, True
     lo, hi = contract["clip"]
-    if is_special(p):
-        return B.num(min(max(p, lo), hi))
-    return _min_const(B, _max_const(B, p, lo), hi)
+    return min(max(p, lo), hi), lo <= p <= hi
 
 
-def _log(B, p, contract, complement: bool = False):
-    """log(p) (or log(1-p)) under the contract's offset and floor; -inf as a special."""
+def _clip_ball(B, q, contract):
+    """(clipped q, d clip/dq) for an enclosure q: 1 inside, 0 outside, both while undecided."""
+    if "clip" not in contract:
+        return q, B.num(1.0)
+    lo, hi = contract["clip"]
+    c = _min_const(B, _max_const(B, q, lo), hi)
+    b = B.bounds(q)
+    if b is not None:
+        qlo, qhi = (_exact(e) for e in b)
+        if Q(lo) <= qlo and qhi <= Q(hi):
+            return c, B.num(1.0)
+        if qhi < Q(lo) or qlo > Q(hi):
+            return c, B.num(0.0)
+    return c, B.union(B.num(0.0), B.num(1.0))
+
+
+def _log(B, t, contract, complement: bool = False):
+    """``(LOG, dLOG/dt)`` with ``LOG(t) = max(log(t + c), f)`` (of ``1 - t + c`` when
+    ``complement``), for a probability ``t`` that is an exact float or an enclosure. The derivative
+    is 0 where the floor holds, and encloses both branches while that cannot yet be told."""
     offset = contract.get("log_offset", 0.0)
     one = B.num(1.0)
-    P = B.num(p) if is_special(p) else p
-    if offset:
-        arg = (one - P + B.num(offset)) if complement else P + B.num(offset)
-        v = B.log(arg)
-    elif is_special(p) and p == (1.0 if complement else 0.0):
-        v = -INF
+    T = B.num(t) if is_special(t) else t
+    sign = -one if complement else one
+    if not offset and is_special(t) and t == (1.0 if complement else 0.0):
+        v, d = -INF, (-INF if complement else INF)
     else:
-        v = B.log1p(-P) if complement else B.log(P)
-    if "log_floor" in contract:
-        floor = contract["log_floor"]
-        return B.num(floor) if is_special(v) else _max_const(B, v, floor)
-    return v
+        arg = (one - T) if complement else T
+        if offset:
+            arg = arg + B.num(offset)
+            v = B.log(arg)
+        else:
+            v = B.log1p(-T) if complement else B.log(T)
+        d = sign / arg
+    if "log_floor" not in contract:
+        return v, d
+    floor = contract["log_floor"]
+    if is_special(v):
+        return B.num(floor), B.num(0.0)
+    b = B.bounds(v)
+    if b is not None:
+        lo, hi = (_exact(e) for e in b)
+        if lo >= Q(floor):
+            return v, d
+        if hi <= Q(floor):
+            return B.num(floor), B.num(0.0)
+    return B.union(v, B.num(floor)), B.union(d, B.num(0.0))
 
 
-def bce_probs_value(B, p: float, zs: Q, contract: dict):
-    """``-(z' log p + (1-z') log(1-p))`` with p clipped and the logs changed as the contract says."""
-    pc = _clip(B, p, contract) if "clip" in contract else p
-    terms = []
-    if zs != 0:
-        lp = _log(B, pc, contract)
-        terms.append(INF if is_special(lp) else -(B.frac(zs) * lp))
-    if zs != 1:
-        lq = _log(B, pc, contract, complement=True)
-        terms.append(INF if is_special(lq) else -(B.frac(1 - zs) * lq))
-    return _sum(B, terms)
-
-
-def categorical_value(B, ps: list, a: list, contract: dict):
-    """``-sum_c a_c log p_c`` with the row renormalized, clipped and logged as the contract says."""
-    row = list(ps)
-    if contract.get("clip_first"):
-        row = [_clip(B, p, contract) for p in row]
-    if contract.get("renormalize"):
-        if all(is_special(p) and p == 0.0 for p in row):
+def _mul(B, x, y):
+    """x * y where either may be a special (an infinite factor times an enclosure keeps its sign)."""
+    if is_special(x) or is_special(y):
+        if (is_special(x) and math.isnan(x)) or (is_special(y) and math.isnan(y)):
             return NAN
-        total = _sum(B, [B.num(p) if is_special(p) else p for p in row])
-        row = [p if (is_special(p) and p == 0.0) else (B.num(p) if is_special(p) else p) / total for p in row]
+        fx = x if is_special(x) else B.to_float(x)
+        fy = y if is_special(y) else B.to_float(y)
+        return NAN if fx * fy == 0 or math.isnan(fx * fy) else math.copysign(INF, fx * fy)
+    return x * y
+
+
+def _neg(v):
+    return -v
+
+
+def bce_probs(B, p: float, zs: Q, shrink: Q, contract: dict, grads: bool):
+    """``-(z' LOG(p') + (1-z') LOG1(p'))`` with ``p' = clip(p)``: (value, dl/dp, dl/dz)."""
+    pc, inside = _clip_float(p, contract)
+    terms, dterms = [], []
+    lp = lq = None
+    if zs != 0:
+        lp, dlp = _log(B, pc, contract)
+        terms.append(_neg(_mul(B, B.frac(zs), lp)))
+        dterms.append(_neg(_mul(B, B.frac(zs), dlp)))
+    if zs != 1:
+        lq, dlq = _log(B, pc, contract, complement=True)
+        terms.append(_neg(_mul(B, B.frac(1 - zs), lq)))
+        dterms.append(_neg(_mul(B, B.frac(1 - zs), dlq)))
+    value = _sum(B, terms)
+    if not grads:
+        return value, None, None
+    dp = _sum(B, dterms) if inside else B.num(0.0)
+    if lp is None:
+        lp = _log(B, pc, contract)[0]
+    if lq is None:
+        lq = _log(B, pc, contract, complement=True)[0]
+    dz = B.num(0.0) if shrink == 0 else _mul(B, B.frac(shrink), _sum(B, [lq, _neg(lp)]))
+    return value, dp, dz
+
+
+def categorical(B, ps: list, a: list, scale: list, contract: dict, grads: bool):
+    """``-sum_c a_c LOG(q_c)`` with the row renormalized and clipped as the contract says:
+    (value, dl/dp per class, dl/dy per class)."""
+    C = len(ps)
+    zero, one = B.num(0.0), B.num(1.0)
+    row, kept_first = list(ps), [True] * C
+    if contract.get("clip_first"):
+        pairs = [_clip_float(p, contract) for p in row]
+        row, kept_first = [r for r, _ in pairs], [k for _, k in pairs]
+    S = None
+    if contract.get("renormalize"):
+        if all(p == 0.0 for p in row):
+            return NAN, [NAN] * C, [NAN] * C
+        S = _sum(B, [B.num(p) for p in row])
+        q = [0.0 if p == 0.0 else B.num(p) / S for p in row]
+    else:
+        q = list(row)
+    dclip = [one] * C
     if not contract.get("clip_first"):
-        row = [_clip(B, p, contract) for p in row]
-    terms = []
-    for c, p in enumerate(row):
-        if a[c] is None:
-            continue
-        lp = _log(B, p, contract)
-        terms.append(INF if is_special(lp) else -(B.frac(a[c]) * lp))
-    return _sum(B, terms)
+        if S is None:
+            pairs = [_clip_float(p, contract) for p in q]
+            q, dclip = [r for r, _ in pairs], [one if k else zero for _, k in pairs]
+        else:
+            pairs = [(_clip_float(v, contract)[0], one if _clip_float(v, contract)[1] else zero)
+                     if is_special(v) else _clip_ball(B, v, contract) for v in q]
+            q, dclip = [r for r, _ in pairs], [d for _, d in pairs]
+    logs = [_log(B, v, contract) for v in q]
+    value = _sum(B, [_neg(_mul(B, B.frac(a[c]), logs[c][0])) for c in range(C) if a[c] is not None])
+    if not grads:
+        return value, None, None
+    dq = [zero if a[c] is None else _mul(B, _neg(_mul(B, B.frac(a[c]), logs[c][1])), dclip[c]) for c in range(C)]
+    if any(is_special(g) for g in dq):
+        dp = [NAN] * C  # an infinite derivative inside a renormalised row has no meaningful limit here
+    elif S is not None:
+        mean = _sum(B, [dq[c] * (B.num(row[c]) / S) for c in range(C)])
+        dp = [(dq[j] - mean) / S for j in range(C)]
+    else:
+        dp = dq
+    dp = [v if kept_first[j] else zero for j, v in enumerate(dp)]
+    dy = [zero if scale[c] is None else _neg(_mul(B, B.frac(scale[c]), logs[c][0])) for c in range(C)]
+    return value, dp, dy
 
 
 def applies_to(variant: str) -> bool:

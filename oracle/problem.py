@@ -121,10 +121,13 @@ class ElementwiseProblem(Problem):
     def unit(self, B, i, grads):
         z = self.z[i]
         if self.main == "probs":
-            u = U.bce_probs(B, self.x[i], z, self.eps, grads and not self.contract)
-            if self.contract:
+            u = U.bce_probs(B, self.x[i], z, self.eps, grads)
+            if self.contract:  # the contract's value and derivatives; sensitivities stay the math's
                 e = Q(self.eps)
-                u.out = [contracts.bce_probs_value(B, self.x[i], Q(z) * (1 - e) + e / 2, self.contract)]
+                v, dp, dz = contracts.bce_probs(B, self.x[i], Q(z) * (1 - e) + e / 2, 1 - e, self.contract, grads)
+                u.out = [v]
+                if grads:
+                    u.grads = {"probs": [dp], "labels": [dz]}
             return u
         q = 1.0 if self.q is None else self.q[i]
         return U.sigmoid_bce(B, self.x[i], Q(z), z not in (0.0, 1.0), q, self.eps, grads)
@@ -214,9 +217,12 @@ class RowProblem(Problem):
         a, scale = self._factors(y)
         soft = None if self.sparse else [v not in (0.0, 1.0) for v in y]
         if self.main == "probs":
-            u = U.categorical_probs(B, row, a, grads and not self.contract, scale, soft, self.has_cw)
-            if self.contract:
-                u.out = [contracts.categorical_value(B, row, a, self.contract)]
+            u = U.categorical_probs(B, row, a, grads, scale, soft, self.has_cw)
+            if self.contract:  # the contract's value and derivatives; sensitivities stay the math's
+                v, dp, dy = contracts.categorical(B, row, a, scale, self.contract, grads)
+                u.out = [v]
+                if grads:
+                    u.grads = {"probs": dp, "labels": dy}
             return u
         return U.softmax_row(B, row, a, "ce", grads, label_scale=None if self.sparse else scale,
                              label_soft=soft, has_cw=self.has_cw)

@@ -50,7 +50,7 @@ def test_renormalize_contract_divides_each_row_by_its_sum():
     case = Case("categorical_ce_probs", "float64", {"probs": np.array([[0.2, 0.2, 0.2]]),
                                                    "labels": np.array([[1.0, 0.0, 0.0]])})
     r = oracle.evaluate(case, contract={"renormalize": True})
-    assert r.value.value[0] == log_hp(3) and r.grads == {}
+    assert r.value.value[0] == log_hp(3)
 
 
 def test_contract_on_a_logit_variant_is_refused():
@@ -92,3 +92,17 @@ def test_answer_matching_the_math_conforms_despite_a_contract():
     case = bce([0.25, 0.5], [1.0, 1.0])
     cv, _ = runner._judge(ClampingBCE(), "clamped", case, oracle.evaluate(case), {})
     assert cv.verdict == "conforms"
+
+
+def test_clip_contract_gradient_is_zero_where_the_clip_holds():
+    eps = float(F32(1e-7))
+    r = oracle.evaluate(bce([0.0, 0.25], [1.0, 1.0]), contract={"clip": [eps, float(F32(1 - eps))]})
+    np.testing.assert_array_equal(r.grads["probs"].value, F32([0.0, -4.0]))  # d(-log p)/dp = -1/p inside
+
+
+def test_renormalize_contract_gradient_follows_the_chain_rule():
+    # l = -log(p0 / (p0 + p1)): dl/dp0 = -1/p0 + 1/S, dl/dp1 = 1/S; at p = (1/4, 1/4): (-2, 2)
+    case = Case("categorical_ce_probs", "float64", {"probs": np.array([[0.25, 0.25]]),
+                                                   "labels": np.array([[1.0, 0.0]])})
+    r = oracle.evaluate(case, contract={"renormalize": True})
+    np.testing.assert_array_equal(r.grads["probs"].value, [[-2.0, 2.0]])
