@@ -136,6 +136,19 @@ def _log(B, t, contract, complement: bool = False):
     return B.union(v, B.num(floor)), B.union(d, B.num(0.0))
 
 
+def is_flat(B, p: float, contract: dict) -> bool:
+    """Whether the contract holds p's loss terms constant here (a clip or a floor is active, or a
+    log's argument is 0): the math's sensitivities, poles included, then say nothing about it."""
+    pc, inside = _clip_float(p, contract)
+    if not inside:
+        return True
+    for complement in (False, True):
+        v, d = _log(B, pc, contract, complement)
+        if is_special(d) or (not is_special(v) and B.is_exact_zero(d)):
+            return True
+    return False
+
+
 def _mul(B, x, y):
     """x * y where either may be a special (an infinite factor times an enclosure keeps its sign)."""
     if is_special(x) or is_special(y):

@@ -128,6 +128,9 @@ class ElementwiseProblem(Problem):
                 u.out = [v]
                 if grads:
                     u.grads = {"probs": [dp], "labels": [dz]}
+                if contracts.is_flat(B, self.x[i], self.contract):  # no allowance from the math's pole
+                    u.out_sens = [0.0]
+                    u.grad_sens = {k: [0.0] for k in u.grad_sens}
             return u
         q = 1.0 if self.q is None else self.q[i]
         return U.sigmoid_bce(B, self.x[i], Q(z), z not in (0.0, 1.0), q, self.eps, grads)
@@ -223,6 +226,9 @@ class RowProblem(Problem):
                 u.out = [v]
                 if grads:
                     u.grads = {"probs": dp, "labels": dy}
+                if any(contracts.is_flat(B, p, self.contract) for p in row):  # see ElementwiseProblem
+                    u.out_sens = [0.0]
+                    u.grad_sens = {k: [0.0] * len(g) for k, g in u.grad_sens.items()}
             return u
         return U.softmax_row(B, row, a, "ce", grads, label_scale=None if self.sparse else scale,
                              label_soft=soft, has_cw=self.has_cw)

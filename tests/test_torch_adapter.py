@@ -186,8 +186,8 @@ def test_bce_loss_at_zero_probability_is_the_contracts_100(api):
 
 
 def test_bce_loss_gradient_at_zero_probability_is_clamped_beyond_the_contract():
-    # torch divides by max(p (1 - p), 1e-12) in the backward: -1e12 where the truth is -inf. The
-    # contract covers values only, so the case as a whole stays a divergence.
+    # torch divides by max(p (1 - p), 1e-12) in the backward: -1e12 where the math says -inf and the
+    # clamped log's derivative is 0, so the case as a whole stays a divergence.
     case = make("bce_probs", "float32", probs=[0.0], labels=[1.0])
     assert TORCH.evaluate(case, "BCELoss").grads["probs"].tolist() == [np.float32(-1e12)]
     assert verdict(case, "BCELoss") == "inaccurate"
