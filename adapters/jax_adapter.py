@@ -35,7 +35,7 @@ import numpy as np
 
 from cases import Case
 
-from .base import Adapter, Output
+from .base import Adapter, Contract, Output
 
 SIGMOID = "optax.sigmoid_binary_cross_entropy"
 DENSE = "optax.softmax_cross_entropy"
@@ -68,6 +68,10 @@ def _takes(fn_name: str, parameter: str) -> bool:
 def _has(fn_name: str) -> bool:
     _, _, optax = _load()
     return hasattr(optax, fn_name)
+
+
+# optax gathers the label with jnp.take_along_axis, which normalises negative indices as NumPy does
+_INDEXING_URL = "https://docs.jax.dev/en/latest/_autosummary/jax.numpy.take_along_axis.html"
 
 
 class JaxAdapter(Adapter):
@@ -110,6 +114,14 @@ class JaxAdapter(Adapter):
         if opts["ignore_index"] is not None and not _takes(fn, "where"):
             return []
         return [SPARSE]
+
+    def contract(self, case: Case, api: str):
+        """Integer labels are read by NumPy-style indexing: a negative id counts from the end."""
+        if api != SPARSE or not (case["labels"] < 0).any():
+            return None
+        return Contract("negative-ids-count-from-the-end", _INDEXING_URL,
+                        "a class id -C <= y < 0 selects class y + C (NumPy indexing), it is not rejected",
+                        {"wrap_negative_ids": True})
 
     def evaluate(self, case: Case, api: str, grads: bool = True) -> Output:
         if api not in self.apis(case):

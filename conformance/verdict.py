@@ -100,6 +100,10 @@ def classify(case: Case, truth, output=None, error: BaseException | None = None,
     but meets the contract's truth is ``contract``.
     """
     if truth.status == "invalid":
+        if contract is not None and contract.status == "ok" and error is None:
+            # a documented reading of the invalid input (e.g. negative ids counting from the end)
+            if classify(case, contract, output).verdict == "conforms":
+                return CaseVerdict.single("contract", "meets the documented contract for this invalid input")
         return _classify_invalid(case, truth, output, error)
     if error is not None:
         if truth.value is not None and np.asarray(truth.value.undefined).all():

@@ -65,8 +65,12 @@ def evaluate(case: Case, grads: bool = True, backend: str = "arb", max_prec: int
     B = _backend(backend)
     if contract:
         contract = contracts.validate(contract)
+        if not contracts.applies_to(case.variant, contract):
+            raise ValueError(f"contract {sorted(contract)} does not apply to {case.variant}: see oracle/contracts.py")
+        if contract.pop("wrap_negative_ids", False):
+            case = contracts.wrap_negative_ids(case)
     try:
-        problem = build(case, contract)
+        problem = build(case, contract or None)
     except Invalid as e:
         return OracleResult("invalid", str(e), backend=B.name)
     grads = grads and bool(case.spec.grad_wrt)

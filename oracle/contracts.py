@@ -17,6 +17,11 @@ A contract is a dict of parameters, applied to the probability variants (``bce_p
 - ``"log_offset": c``: ``log p`` becomes ``log(p + c)`` and ``log(1-p)`` becomes ``log(1 - p + c)``.
 - ``"log_floor": f``: every log term becomes ``max(log(.), f)``.
 
+and to ``softmax_ce_sparse``:
+
+- ``"wrap_negative_ids": true``: a class id ``-C <= y < 0`` (other than ``ignore_index``) means class
+  ``y + C``, as NumPy-style indexing reads it. An otherwise invalid case then has a value.
+
 Under a contract the gradient is the derivative of the contract's function: 0 where a clip or a
 floor holds, the chain rule through the renormalisation. A framework whose backward pass is
 something else again (PyTorch's BCELoss divides by max(p(1-p), 1e-12)) still diverges.
@@ -28,7 +33,8 @@ from fractions import Fraction as Q
 
 from .units import INF, NAN, _sum, is_special
 
-KEYS = {"renormalize": bool, "clip": list, "clip_first": bool, "log_offset": float, "log_floor": float}
+KEYS = {"renormalize": bool, "clip": list, "clip_first": bool, "log_offset": float, "log_floor": float,
+        "wrap_negative_ids": bool}
 
 
 def validate(contract: dict) -> dict:
@@ -232,7 +238,23 @@ def categorical(B, ps: list, a: list, scale: list, contract: dict, grads: bool):
     return value, dp, dy
 
 
-def applies_to(variant: str) -> bool:
-    return variant in ("bce_probs", "categorical_ce_probs")
+def applies_to(variant: str, contract: dict) -> bool:
+    if set(contract) == {"wrap_negative_ids"}:
+        return variant == "softmax_ce_sparse"
+    return variant in ("bce_probs", "categorical_ce_probs") and "wrap_negative_ids" not in contract
+
+
+def wrap_negative_ids(case):
+    """The case with each class id -C <= y < 0 (not ignore_index) replaced by y + C."""
+    import numpy as np
+
+    from cases import Case
+
+    labels = case["labels"].copy()
+    n_classes = case["logits"].shape[case.class_axis]
+    ignore = case.options.get("ignore_index")
+    wrap = (labels < 0) & (labels >= -n_classes) & (labels != ignore if ignore is not None else True)
+    labels[wrap] += n_classes
+    return Case(case.variant, case.dtype, {**case.inputs, "labels": np.asarray(labels)}, case.options, case.note)
 
 

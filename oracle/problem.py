@@ -324,8 +324,8 @@ class SampledProblem(Problem):
 def build(case: Case, contract: dict | None = None) -> Problem:
     """The problem for ``case`` (under ``contract``, see oracle/contracts.py); raises `Invalid`
     with the reason when it is outside the domain."""
-    if contract and not contracts.applies_to(case.variant):
-        raise ValueError(f"contracts apply to bce_probs and categorical_ce_probs, not {case.variant}")
+    if contract and not contracts.applies_to(case.variant, contract):
+        raise ValueError(f"contract {sorted(contract)} does not apply to {case.variant}: see oracle/contracts.py")
     if case.variant in ("sigmoid_bce_logits", "bce_probs"):
         return ElementwiseProblem(case, contract)
     if case.variant in ("sampled_softmax", "nce"):

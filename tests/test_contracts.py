@@ -55,7 +55,7 @@ def test_renormalize_contract_divides_each_row_by_its_sum():
 
 def test_contract_on_a_logit_variant_is_refused():
     case = Case("sigmoid_bce_logits", "float32", {"logits": F32([1.0]), "labels": F32([1.0])})
-    with pytest.raises(ValueError, match="contracts apply"):
+    with pytest.raises(ValueError, match="does not apply"):
         oracle.evaluate(case, contract={"log_floor": -100.0})
 
 
@@ -106,3 +106,12 @@ def test_renormalize_contract_gradient_follows_the_chain_rule():
                                                    "labels": np.array([[1.0, 0.0]])})
     r = oracle.evaluate(case, contract={"renormalize": True})
     np.testing.assert_array_equal(r.grads["probs"].value, [[-2.0, 2.0]])
+
+
+def test_wrap_negative_ids_contract_reads_minus_one_as_the_last_class():
+    logits = np.array([[1.0, 2.0, 3.0]])
+    wrapped = Case("softmax_ce_sparse", "float64", {"logits": logits, "labels": np.array([-1])})
+    direct = Case("softmax_ce_sparse", "float64", {"logits": logits, "labels": np.array([2])})
+    assert oracle.evaluate(wrapped).status == "invalid"
+    r = oracle.evaluate(wrapped, contract={"wrap_negative_ids": True})
+    np.testing.assert_array_equal(r.value.value, oracle.evaluate(direct).value.value)

@@ -198,3 +198,16 @@ def test_log_softmax_gradient_is_one_minus_c_times_softmax():
         big = mp.log(mp.fsum(mp.exp(v) for v in x))
         dx = [1 - 4 * mp.exp(xj - big) for xj in x]
     assert ulps(out.grads["logits"].ravel(), rounded(dx, "float64"), "float64") <= 8
+
+
+def test_negative_class_id_meets_the_documented_indexing_contract():
+    # optax reads label -1 as the last class (take_along_axis normalises negative indices):
+    # invalid for the math, but what JAX documents, so the verdict is "contract"
+    case = make("softmax_ce_sparse", "float32", logits=[[1.0, 2.0, 3.0]], labels=[-1])
+    assert oracle.evaluate(case).status == "invalid"
+    assert verdict(JAX, case, SPARSE) == "contract"
+
+
+def test_out_of_range_positive_class_id_is_not_covered_by_the_contract():
+    case = make("softmax_ce_sparse", "float32", logits=[[1.0, 2.0, 3.0]], labels=[3])
+    assert JAX.contract(case, SPARSE) is None
