@@ -71,6 +71,9 @@ def build(result, argv: list[str] | None = None) -> dict:
 
 def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make a report unreadable to others
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
