@@ -22,28 +22,16 @@ import oracle  # noqa: E402
 from adapters.torch_adapter import TorchAdapter  # noqa: E402
 from cases import Case, fmt  # noqa: E402
 from conformance.runner import _judge  # noqa: E402
-from conformance.ulp import ulp_distance  # noqa: E402
-from tests.reference import round_to  # noqa: E402
+from tests.helpers import make, rounded, ulps  # noqa: E402
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 TORCH = TorchAdapter()
 
 
-def make(variant, dtype, options=None, **inputs) -> Case:
-    f = fmt(dtype)
-    arrays = {k: np.asarray(v, dtype=np.int64) if np.asarray(v).dtype.kind == "i" else f.array(v)
-              for k, v in inputs.items()}
-    return Case(variant, dtype, arrays, options or {})
 
 
-def rounded(values, dtype) -> np.ndarray:
-    """mpmath values rounded once, to nearest-even, into ``dtype``."""
-    flat = [round_to(mp.mpf(v), dtype) for v in np.ravel(np.array(values, dtype=object))]
-    return np.array(flat, dtype=fmt(dtype).np_dtype).reshape(np.shape(values))
 
 
-def ulps(got, want, dtype) -> float:
-    return float(np.max(ulp_distance(np.asarray(got), want, fmt(dtype)), initial=0.0))
 
 
 def verdict(case: Case, api: str) -> str:

@@ -1,0 +1,29 @@
+"""Small helpers shared by the framework adapter tests: build a case, round mpmath values once
+into a dtype (with the independent rounding of tests/reference.py), count ULPs."""
+from __future__ import annotations
+
+import numpy as np
+from mpmath import mp
+
+from cases import Case, fmt
+from conformance.ulp import ulp_distance
+from tests.reference import round_to
+
+
+def make(variant, dtype, options=None, **inputs) -> Case:
+    """A case from plain lists: integer lists stay int64 class ids, the rest is rounded into dtype."""
+    f = fmt(dtype)
+    arrays = {k: np.asarray(v, dtype=np.int64) if np.asarray(v).dtype.kind == "i" else f.array(v)
+              for k, v in inputs.items()}
+    return Case(variant, dtype, arrays, options or {})
+
+
+def rounded(values, dtype) -> np.ndarray:
+    """mpmath values rounded once, to nearest-even, into ``dtype``."""
+    flat = [round_to(mp.mpf(v), dtype) for v in np.ravel(np.array(values, dtype=object))]
+    return np.array(flat, dtype=fmt(dtype).np_dtype).reshape(np.shape(values))
+
+
+def ulps(got, want, dtype) -> float:
+    """The largest ULP distance in ``dtype`` (``got`` is first rounded into it, e.g. a Python float)."""
+    return float(np.max(ulp_distance(np.asarray(got, dtype=fmt(dtype).np_dtype), want, fmt(dtype)), initial=0.0))
