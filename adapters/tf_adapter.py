@@ -198,6 +198,9 @@ def _compiled(api: str, options: tuple, names: tuple, wrt: tuple):
                                   jit_compile=True)
 
 
+_SPARSE_URL = "https://www.tensorflow.org/api_docs/python/tf/nn/sparse_softmax_cross_entropy_with_logits"
+
+
 class TensorFlowAdapter(Adapter):
     name = "tensorflow"
     description = "TensorFlow tf.nn and tf.compat.v1.losses cross-entropy APIs, eager, default configuration"
@@ -238,3 +241,14 @@ class TensorFlowXLAAdapter(TensorFlowAdapter):
     name = "tensorflow-xla"
     description = "the same TensorFlow APIs inside tf.function(jit_compile=True), compiled by XLA"
     jit_compile = True
+
+    def contract(self, case: Case, api: str) -> Contract | None:
+        if api != "tf.nn.sparse_softmax_cross_entropy_with_logits":
+            return super().contract(case, api)
+        n_classes = case["logits"].shape[-1]
+        if ((case["labels"] >= 0) & (case["labels"] < n_classes)).all():
+            return None
+        return Contract(
+            "invalid-labels-give-nan-rows", _SPARSE_URL,
+            "a class id outside [0, C) gives a NaN loss and gradient row instead of an error (documented for "
+            "GPU; XLA compiles the same way on CPU)", {"nan_invalid_rows": True})

@@ -69,8 +69,9 @@ def evaluate(case: Case, grads: bool = True, backend: str = "arb", max_prec: int
             raise ValueError(f"contract {sorted(contract)} does not apply to {case.variant}: see oracle/contracts.py")
         if contract.pop("wrap_negative_ids", False):
             case = contracts.wrap_negative_ids(case)
+    nan_rows = bool(contract and contract.pop("nan_invalid_rows", False))
     try:
-        problem = build(case, contract or None)
+        problem = build(case, contract or None, nan_invalid_rows=nan_rows)
     except Invalid as e:
         return OracleResult("invalid", str(e), backend=B.name)
     grads = grads and bool(case.spec.grad_wrt)

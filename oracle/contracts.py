@@ -21,6 +21,8 @@ and to ``softmax_ce_sparse``:
 
 - ``"wrap_negative_ids": true``: a class id ``-C <= y < 0`` (other than ``ignore_index``) means class
   ``y + C``, as NumPy-style indexing reads it. An otherwise invalid case then has a value.
+- ``"nan_invalid_rows": true``: a row whose class id is out of range is NaN (loss and gradient),
+  the other rows keep their values (TensorFlow's documented GPU/XLA behaviour).
 
 Under a contract the gradient is the derivative of the contract's function: 0 where a clip or a
 floor holds, the chain rule through the renormalisation. A framework whose backward pass is
@@ -34,7 +36,8 @@ from fractions import Fraction as Q
 from .units import INF, NAN, _sum, is_special
 
 KEYS = {"renormalize": bool, "clip": list, "clip_first": bool, "log_offset": float, "log_floor": float,
-        "wrap_negative_ids": bool}
+        "wrap_negative_ids": bool, "nan_invalid_rows": bool}
+ID_KEYS = {"wrap_negative_ids", "nan_invalid_rows"}  # the contracts on class ids of softmax_ce_sparse
 
 
 def validate(contract: dict) -> dict:
@@ -239,9 +242,9 @@ def categorical(B, ps: list, a: list, scale: list, contract: dict, grads: bool):
 
 
 def applies_to(variant: str, contract: dict) -> bool:
-    if set(contract) == {"wrap_negative_ids"}:
-        return variant == "softmax_ce_sparse"
-    return variant in ("bce_probs", "categorical_ce_probs") and "wrap_negative_ids" not in contract
+    if set(contract) & ID_KEYS:
+        return variant == "softmax_ce_sparse" and set(contract) <= ID_KEYS
+    return variant in ("bce_probs", "categorical_ce_probs")
 
 
 def wrap_negative_ids(case):

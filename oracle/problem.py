@@ -147,8 +147,9 @@ class ElementwiseProblem(Problem):
 class RowProblem(Problem):
     """softmax_ce_dense, softmax_ce_sparse, categorical_ce_probs, log_softmax, softmax."""
 
-    def __init__(self, case: Case, contract: dict | None = None):
+    def __init__(self, case: Case, contract: dict | None = None, nan_invalid_rows: bool = False):
         super().__init__(case, contract)
+        self.nan_rows = frozenset()  # rows a contract makes NaN instead of the case invalid
         spec = case.spec
         self.kind = {"log_softmax": "log_softmax", "softmax": "softmax"}.get(case.variant, "ce")
         self.main = "probs" if spec.input("probs") else "logits"
@@ -183,13 +184,16 @@ class RowProblem(Problem):
             labels = case["labels"].ravel()
             ii = case.options.get("ignore_index")
             ok = ((labels >= 0) & (labels < C)) | (labels == ii if ii is not None else False)
+            if nan_invalid_rows:
+                self.nan_rows = frozenset(int(i) for i in np.flatnonzero(~ok))
+                ok = np.ones_like(ok)
             if not np.all(ok):
                 raise Invalid(f"class ids must lie in [0, {C}) or equal ignore_index ({ii}): "
                               f"labels{_first_bad(case['labels'], ~ok.reshape(case['labels'].shape))}")
             self.ids = labels.tolist()
             self.ignored = frozenset(i for i, y in enumerate(self.ids) if ii is not None and y == ii)
             w_list = self.weights or [1.0] * self.n_units
-            self.omega = [(0.0, 0.0) if i in self.ignored else (w_list[i], self.cw[y])
+            self.omega = [(0.0, 0.0) if i in self.ignored or i in self.nan_rows else (w_list[i], self.cw[y])
                           for i, y in enumerate(self.ids)]
         else:
             _check_unit_interval(case, "labels")
@@ -214,6 +218,8 @@ class RowProblem(Problem):
 
     def unit(self, B, i, grads):
         row = self.rows[i]
+        if i in self.nan_rows:
+            return U.softmax_row(B, [math.nan] * self.C, [None] * self.C, "ce", grads)
         if self.kind != "ce":
             return U.softmax_row(B, row, [None] * self.C, self.kind, grads)
         y = self._label_row(i)
@@ -321,7 +327,7 @@ class SampledProblem(Problem):
         return U.Unit([U._sum(B, [p.out[0] for p in parts])], [sum(p.out_sens[0] for p in parts)])
 
 
-def build(case: Case, contract: dict | None = None) -> Problem:
+def build(case: Case, contract: dict | None = None, nan_invalid_rows: bool = False) -> Problem:
     """The problem for ``case`` (under ``contract``, see oracle/contracts.py); raises `Invalid`
     with the reason when it is outside the domain."""
     if contract and not contracts.applies_to(case.variant, contract):
@@ -330,4 +336,4 @@ def build(case: Case, contract: dict | None = None) -> Problem:
         return ElementwiseProblem(case, contract)
     if case.variant in ("sampled_softmax", "nce"):
         return SampledProblem(case)
-    return RowProblem(case, contract)
+    return RowProblem(case, contract, nan_invalid_rows)

@@ -167,8 +167,7 @@ def test_log_loss_declares_the_float32_epsilon_contract():
 
 def test_log_loss_off_by_its_epsilon_gets_the_contract_verdict():
     # -log(1 - p + eps) at p = 3/16, z = 0 is 10 float32 ulps below -log(1 - p): beyond the budget
-    # of the math, within that of the contract; the gradients stay within theirs. (At p in {0, 1}
-    # the value meets the contract too, but the gradients, which contracts do not cover, do not.)
+    # of the math, within that of the contract; the gradients stay within theirs.
     c = case("bce_probs", "float32", probs=[0.1875], labels=[0.0])
     verdict, _ = _judge(TF, "tf.compat.v1.losses.log_loss", c, oracle.evaluate(c), {})
     assert verdict.verdict == "contract"
@@ -221,3 +220,14 @@ def test_sparse_out_of_range_label_is_rejected_eagerly():
 def test_importing_the_adapter_does_not_import_tensorflow():
     code = "import sys, adapters.tf_adapter; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_xla_nan_rows_for_invalid_labels_meet_the_documented_contract():
+    # tf.nn.sparse_softmax_cross_entropy_with_logits: out-of-range labels raise on CPU (a rejection,
+    # which conforms) and give NaN loss and gradient rows on GPU; XLA compiles the GPU behaviour
+    c = case("softmax_ce_sparse", "float32", logits=[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], labels=[5, 1])
+    api = "tf.nn.sparse_softmax_cross_entropy_with_logits"
+    truth = oracle.evaluate(c)
+    assert truth.status == "invalid"
+    assert _judge(TF, api, c, truth, {})[0].verdict == "conforms"
+    assert _judge(XLA, api, c, truth, {})[0].verdict == "contract"
