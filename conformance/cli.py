@@ -121,8 +121,8 @@ def cmd_list(args, argv) -> int:
         print(f"  {v.id:<22} {v.summary}")
     print("dtypes:")
     for f in FORMATS.values():
-        print(f"  {f.name:<9} {f.precision}-bit significand, max {shortest(f.max_finite, f)}, "
-              f"min subnormal {shortest(f.min_subnormal, f)}")
+        print(f"  {f.name:<9} {f.precision}-bit significand, max {f.max_finite!r}, "
+              f"min subnormal {f.min_subnormal!r}")  # float64 reprs: 65504.0, not the format's own shortest "65500"
     return 0
 
 
