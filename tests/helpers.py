@@ -27,3 +27,16 @@ def rounded(values, dtype) -> np.ndarray:
 def ulps(got, want, dtype) -> float:
     """The largest ULP distance in ``dtype`` (``got`` is first rounded into it, e.g. a Python float)."""
     return float(np.max(ulp_distance(np.asarray(got, dtype=fmt(dtype).np_dtype), want, fmt(dtype)), initial=0.0))
+
+
+def bit_ulps(got, want, dtype) -> np.ndarray:
+    """Sign-magnitude distance of the bit patterns in ``dtype`` (NaN vs NaN is 0), written here
+    independently of conformance/ulp.py so adapter tests do not lean on the engine under test."""
+    f = fmt(dtype)
+    order = []
+    for a in (got, want):
+        bits = f.to_bits(np.asarray(a, dtype=f.np_dtype)).astype(np.int64)
+        mag = bits & ((1 << (f.bits - 1)) - 1)
+        order.append(np.where(bits >> (f.bits - 1) == 1, -mag, mag))
+    both_nan = np.isnan(np.asarray(got, dtype=np.float64)) & np.isnan(np.asarray(want, dtype=np.float64))
+    return np.where(both_nan, 0, np.abs(order[0] - order[1]))

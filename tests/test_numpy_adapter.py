@@ -18,6 +18,7 @@ import adapters
 from adapters._numerics import round_to
 from adapters.numpy_ref import NumpyAdapter
 from cases import Case, fmt
+from tests.helpers import bit_ulps as ulps
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 LOSS_ULPS = {"float16": 1, "bfloat16": 1, "float32": 1, "float64": 2}
@@ -48,16 +49,6 @@ def rounded(values, dtype) -> np.ndarray:
     return np.array(flat).reshape(np.shape(values)).astype(f.np_dtype)
 
 
-def ulps(got, want, dtype) -> np.ndarray:
-    """Sign-magnitude distance of the bit patterns (NaN vs NaN is 0)."""
-    f = fmt(dtype)
-    order = []
-    for a in (got, want):
-        bits = f.to_bits(np.asarray(a, dtype=f.np_dtype)).astype(np.int64)
-        mag = bits & ((1 << (f.bits - 1)) - 1)
-        order.append(np.where(bits >> (f.bits - 1) == 1, -mag, mag))
-    both_nan = np.isnan(np.asarray(got, dtype=np.float64)) & np.isnan(np.asarray(want, dtype=np.float64))
-    return np.where(both_nan, 0, np.abs(order[0] - order[1]))
 
 
 def exact(values, dtype):

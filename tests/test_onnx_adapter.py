@@ -23,6 +23,7 @@ from adapters.onnx_adapter import (LOG_SOFTMAX, NLL, SCE, SOFTMAX, OnnxReference
 from cases import Case, fmt  # noqa: E402
 from conformance.runner import _judge  # noqa: E402
 from tests.reference import round_to  # noqa: E402
+from tests.helpers import bit_ulps as ulps  # noqa: E402
 
 ADAPTERS = {"onnxruntime": OnnxRuntimeAdapter(), "onnx-reference": OnnxReferenceAdapter()}
 DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -37,15 +38,6 @@ def loss_case(dtype, logits, labels, **options):
     return Case("softmax_ce_sparse", dtype, inputs, options)
 
 
-def ulps(got, want, dtype) -> np.ndarray:
-    """Sign-magnitude distance of the bit patterns."""
-    f = fmt(dtype)
-    order = []
-    for a in (got, want):
-        b = f.to_bits(np.asarray(a, dtype=f.np_dtype)).astype(np.int64)
-        mag = b & ((1 << (f.bits - 1)) - 1)
-        order.append(np.where(b >> (f.bits - 1) == 1, -mag, mag))
-    return np.abs(order[0] - order[1])
 
 
 def lse_minus(row, c) -> mpf:
