@@ -65,3 +65,9 @@ class Adapter:
     def contract(self, case: Case, api: str) -> Contract | None:
         """The documented contract under which ``api`` evaluates ``case``, if it has one."""
         return None
+
+    def repro(self, case: Case, api: str) -> str | None:
+        """Python source making exactly the call ``evaluate(case, api)`` makes, for a standalone
+        reproducer (contract in ``conformance/repro.py``): reads ``inputs``, sets ``value`` and
+        ``grads``; imports only the framework. None: this adapter writes no reproducers."""
+        return None

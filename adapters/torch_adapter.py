@@ -119,6 +119,9 @@ class TorchAdapter(Adapter):
     def contract(self, case: Case, api: str) -> Contract | None:
         return _BCE_CLAMP if case.variant == "bce_probs" else None
 
+    def repro(self, case: Case, api: str) -> str | None:
+        return repro_source(case, api) if api in self.apis(case) else None
+
 
 # -- mapping ---------------------------------------------------------------------------------------
 
@@ -231,3 +234,54 @@ _CALLS = {
     "log_softmax": _log_softmax,
     "softmax": _softmax,
 }
+
+
+# -- reproducers -----------------------------------------------------------------------------------
+
+def repro_source(case: Case, api: str) -> str:
+    """The snippet of a standalone reproducer (conformance/repro.py): the call `evaluate` makes."""
+    wrt = [n for n in case.spec.grad_wrt if n in _GRAD_INPUTS[case.variant]]
+    lines = ["import torch", ""]
+    for name, arr in case.inputs.items():
+        if arr.dtype.kind in "iu":
+            lines.append(f"{name} = torch.from_numpy(inputs[{name!r}])")
+        elif case.dtype == "bfloat16":
+            lines.append(f"{name} = torch.from_numpy(inputs[{name!r}]).to(torch.bfloat16)")
+        else:
+            lines.append(f"{name} = torch.from_numpy(inputs[{name!r}].copy())")
+        if name in wrt:
+            lines.append(f"{name}.requires_grad_(True)")
+    get = lambda n: n if n in case.inputs else "None"  # noqa: E731
+    F = "torch.nn.functional"
+    v = case.variant
+    red = _torch_reduction(case) if "reduction" in case.options else None
+    if v in ("sigmoid_bce_logits", "bce_probs"):
+        x = "logits" if v == "sigmoid_bce_logits" else "probs"
+        kw = f"weight={get('weights')}" + (f", pos_weight={get('pos_weight')}" if x == "logits" else "")
+        kw += f", reduction={red!r}"
+        fn = {"binary_cross_entropy_with_logits": f"{F}.binary_cross_entropy_with_logits",
+              "binary_cross_entropy": f"{F}.binary_cross_entropy"}.get(api)
+        call = f"{fn}({x}, labels, {kw})" if fn else f"torch.nn.{api}({kw})({x}, labels)"
+    elif v in ("softmax_ce_sparse", "softmax_ce_dense"):
+        kw = f"weight={get('class_weights')}, reduction={red!r}"
+        if case.options.get("ignore_index") is not None:
+            kw += f", ignore_index={case.options['ignore_index']!r}"
+        if api == "nll_loss(log_softmax)":
+            call = f"{F}.nll_loss({F}.log_softmax(logits, dim={case.class_axis}), labels, {kw})"
+        else:
+            kw += f", label_smoothing={case.options['label_smoothing']!r}"
+            call = (f"torch.nn.CrossEntropyLoss({kw})(logits, labels)" if api == "CrossEntropyLoss"
+                    else f"{F}.cross_entropy(logits, labels, {kw})")
+    else:
+        call = f"{F}.{api}(logits, dim={case.class_axis})"
+    lines.append(f"out = {call}")
+    to_np = ".float().numpy()" if case.dtype == "bfloat16" else ".numpy()"
+    lines.append(f"value = out.detach(){to_np}")
+    if wrt:
+        lines.append(f"g = torch.autograd.grad(out.sum(), [{', '.join(wrt)}])")
+        lines.append("grads = {" + ", ".join(f"{n!r}: g[{k}]{to_np}" for k, n in enumerate(wrt)) + "}")
+    else:
+        lines.append("grads = {}")
+    if case.dtype == "bfloat16":
+        lines.append("dtypes = {" + ", ".join(f"{n!r}: 'bfloat16'" for n in ["value"] + wrt) + "}")
+    return "\n".join(lines)
