@@ -18,7 +18,9 @@ from cases import DTYPES, FORMATS, VARIANTS, Case, CaseError
 from cases.variants import INT
 from .numbers import exact_decimal, hex_of, parse_float, shortest
 
-DEFAULT_EXAMPLES = 20  # every installed adapter in about 8 minutes on 2 cores
+DEFAULT_EXAMPLES = 8  # shared generated cases per variant and dtype (every adapter answers them)
+DEFAULT_SEARCH = 8  # targeted-search cases per cell (adapter, API, variant, dtype)
+DEFAULT_SHRINK = 24  # adapter calls to shrink each distinct divergence
 DEFAULT_OUT = "reports/latest"
 
 
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     import adapters
 
     p = _Parser(prog="xent", description="Cross-entropy conformance suite and certified oracle.")
-    sub = p.add_subparsers(dest="command", metavar="{list,oracle,run}")
+    sub = p.add_subparsers(dest="command", metavar="{list,oracle,run,replay,baseline,diff}")
     sub.add_parser("list", help="adapters, variants and dtypes")
 
     o = sub.add_parser("oracle", help="the certified value of one case")
@@ -84,9 +86,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--variants", type=_csv("variant", list(VARIANTS)), default=list(VARIANTS))
     r.add_argument("--dtypes", type=_csv("dtype", list(DTYPES)), default=list(DTYPES))
     r.add_argument("--examples", type=_count, default=DEFAULT_EXAMPLES,
-                   help=f"generated cases per variant and dtype (default {DEFAULT_EXAMPLES})")
+                   help=f"shared generated cases per variant and dtype (default {DEFAULT_EXAMPLES})")
+    r.add_argument("--search", type=_count, default=DEFAULT_SEARCH,
+                   help=f"targeted-search cases per cell (default {DEFAULT_SEARCH}; 0: no search)")
+    r.add_argument("--shrink", type=_count, default=DEFAULT_SHRINK,
+                   help=f"adapter calls to shrink each divergence (default {DEFAULT_SHRINK}; 0: no shrinking)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT})")
+    r.add_argument("--db", default=".xent", help="case store for xent replay (default .xent)")
+    r.add_argument("--baseline", metavar="FILE",
+                   help="CI gate: exit 1 on any divergence not listed in FILE (see xent baseline)")
+    r.add_argument("--quiet", action="store_true", help="no progress display")
+
+    rp = sub.add_parser("replay", help="one case (a case id or a case file) on every adapter, as a table")
+    rp.add_argument("case", metavar="CASE_ID|FILE")
+    rp.add_argument("--adapters", type=_csv("adapter", adapters.names()), help="default: every available one")
+    rp.add_argument("--db", default=".xent", help="case store to look in (default .xent)")
+    rp.add_argument("--reports", default="reports", help="folder of reports to look in (default reports)")
+    rp.add_argument("--json", action="store_true", help="print JSON")
+
+    b = sub.add_parser("baseline", help="write or refresh a baseline of known divergences from a report")
+    b.add_argument("report", nargs="?", default=f"{DEFAULT_OUT}/report.json",
+                   help=f"the report.json to take the divergences from (default {DEFAULT_OUT}/report.json)")
+    b.add_argument("--out", default="reports/baseline.json", help="the baseline file (default reports/baseline.json); "
+                   "reasons already written in it are kept")
+
+    d = sub.add_parser("diff", help="what appeared, was fixed, got worse or better between two reports")
+    d.add_argument("old", metavar="OLD.json")
+    d.add_argument("new", metavar="NEW.json")
     return p
 
 
@@ -95,8 +122,9 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
-            raise UsageError("a command is required: list, oracle or run (see xent --help)")
-        return {"list": cmd_list, "oracle": cmd_oracle, "run": cmd_run}[args.command](args, argv)
+            raise UsageError("a command is required: list, oracle, run, replay, baseline or diff (see xent --help)")
+        return {"list": cmd_list, "oracle": cmd_oracle, "run": cmd_run, "replay": cmd_replay,
+                "baseline": cmd_baseline, "diff": cmd_diff}[args.command](args, argv)
     except UsageError as e:
         print(f"xent: error: {e}", file=sys.stderr)
         return 2
@@ -299,22 +327,43 @@ def cmd_oracle(args, argv) -> int:
 
 # -- run -----------------------------------------------------------------------------------------
 
+def _load_report(path: str) -> dict:
+    from . import gate
+
+    try:
+        return gate.load_report(path)
+    except gate.ReportError as e:
+        raise UsageError(str(e)) from None
+
+
 def cmd_run(args, argv) -> int:
     import adapters
-    from . import report, runner
+    from . import gate, report, runner
+    from .store import CaseStore
 
+    baseline = None
+    if args.baseline is not None:  # read it first: a bad baseline should not cost a whole run
+        try:
+            baseline = gate.load_baseline(args.baseline)
+        except gate.BaselineError as e:
+            raise UsageError(str(e)) from None
     names = args.adapters
     if names is None:
         # every installed adapter; instances are passed on, so worker-backed ones start once
         names = [a for a in map(adapters.get, adapters.names()) if a.available()[0]]
-    result = runner.run(names, args.variants, args.dtypes, args.examples, args.seed)
+    instances = [adapters.get(a) if isinstance(a, str) else a for a in names]
+    result = runner.run(instances, args.variants, args.dtypes, args.examples, args.seed,
+                        progress=None if args.quiet else True, search=args.search, shrink=args.shrink,
+                        store=CaseStore(args.db))
     for a in result.adapters:
         if not a["available"]:
             print(f"xent: warning: adapter {a['name']} unavailable: {a['reason']}", file=sys.stderr)
     doc = report.build(result, argv)
-    json_path, md_path = report.write(doc, args.out)
-    print(f"{sum(c['cases'] for c in doc['cells'])} answers from {len(doc['run']['adapters'])} adapter(s) "
-          f"in {result.duration_s:.1f} s")
+    repros = report.attach_repros(doc, {a.name: a for a in instances})
+    json_path, md_path = report.write(doc, args.out, repros)
+    print(f"{result.answers} answers from {len(doc['run']['adapters'])} adapter(s) in {result.duration_s:.1f} s; "
+          f"{result.divergent_answers} divergent, in {len(doc['divergences'])} distinct divergences "
+          f"(cell x verdict x input regime)")
     for name in doc["run"]["adapters"]:
         cells = [c for c in doc["cells"] if c["adapter"] == name]
         cases = sum(c["cases"] for c in cells)
@@ -326,9 +375,106 @@ def cmd_run(args, argv) -> int:
                     counts[v] = counts.get(v, 0) + n
         detail = ", ".join(f"{v} {n}" for v, n in sorted(counts.items())) or "no divergences"
         print(f"  {name:<16} {conforming}/{cases} conform; {detail}")
-    print(f"report: {json_path}\nsummary: {md_path}")
+    print(f"report: {json_path}\nsummary: {md_path}\npage: {json_path.parent / 'index.html'}\n"
+          f"reproducers: {len(repros)} in {json_path.parent / 'repro'}")
+    status = 0
     if result.oracle_errors:
         print(f"xent: error: the oracle raised on {len(result.oracle_errors)} case(s); they are listed in "
               f"the report", file=sys.stderr)
+        status = 1
+    if baseline is not None:
+        g = gate.check(doc, baseline)
+        print(gate.format_gate(g), file=sys.stdout if g.ok else sys.stderr)
+        if not g.ok:
+            status = 1
+    return status
+
+
+# -- replay ----------------------------------------------------------------------------------------
+
+def cmd_replay(args, argv) -> int:
+    import adapters
+    import oracle
+    from cases import CaseError
+    from . import runner
+    from .numbers import shortest as _short
+    from .store import CaseStore, NotFound, find
+
+    try:
+        case = find(args.case, CaseStore(args.db), args.reports)
+    except (NotFound, CaseError) as e:
+        raise UsageError(str(e)) from None
+    names = args.adapters or adapters.names()
+    truths: dict = {}
+    try:
+        truth = runner._truth(case, truths)
+    except runner.OracleError as e:
+        print(f"xent: error: the oracle raised {e.__cause__!r} on case {case.case_id}", file=sys.stderr)
         return 1
+    rows = []
+    for name in names:
+        a = adapters.get(name)
+        ok, detail = a.available()
+        if not ok:
+            rows.append({"adapter": name, "api": "-", "verdict": "unavailable", "detail": detail})
+            continue
+        apis = a.apis(case)
+        if not apis:
+            rows.append({"adapter": name, "api": "-", "verdict": "not-applicable", "detail": ""})
+        for api in apis:
+            cv, seconds = runner._judge(a, api, case, truth, truths)
+            w = cv.worst
+            f = FORMATS[case.dtype]
+            detail = w.message
+            if w.got is not None and cv.verdict != "conforms":
+                detail = (f"{w.quantity}{list(w.index) if w.index else ''}: got {_short(w.got, f)}, "
+                          f"truth {_short(w.expected, f) if w.expected is not None else '-'}"
+                          + (f"; {w.message}" if w.message else ""))
+            rows.append({"adapter": name, "api": api, "verdict": cv.verdict,
+                         "max_ulp": runner._ulp_json(cv.max_ulp), "detail": detail})
+    if args.json:
+        print(json.dumps({"case_id": case.case_id, "case": case.to_dict(), "oracle": truth.status,
+                          "reason": truth.reason, "rows": rows}, indent=1))
+        return 0
+    print(f"case {case.case_id}: {case.variant} {case.dtype} ({case.note or 'no note'})")
+    if truth.status == "invalid":
+        print(f"oracle: invalid input: {truth.reason}")
+    w1 = max(len(r["adapter"]) for r in rows) if rows else 8
+    w2 = max(len(r["api"]) for r in rows) if rows else 8
+    print(f"{'adapter':<{w1}}  {'api':<{w2}}  {'verdict':<16} {'max ulp':>10}  detail")
+    for r in rows:
+        u = r.get("max_ulp")
+        print(f"{r['adapter']:<{w1}}  {r['api']:<{w2}}  {r['verdict']:<16} {'-' if u is None else u:>10}  "
+              f"{r['detail'][:160]}")
+    return 0
+
+
+# -- baseline and diff -----------------------------------------------------------------------------
+
+def cmd_baseline(args, argv) -> int:
+    from . import gate
+
+    doc = _load_report(args.report)
+    entries = []
+    if os.path.exists(args.out):
+        try:
+            entries = gate.load_baseline(args.out)
+        except gate.BaselineError as e:
+            raise UsageError(str(e)) from None
+    fresh = gate.refresh(doc, entries)
+    gate.write_baseline(args.out, fresh)
+    unreviewed = sum(1 for e in fresh if e["reason"].startswith("UNREVIEWED"))
+    print(f"{args.out}: {len(fresh)} entries ({unreviewed} unreviewed: give each a reason)")
+    return 0
+
+
+def cmd_diff(args, argv) -> int:
+    from . import gate
+
+    old, new = _load_report(args.old), _load_report(args.new)
+    try:
+        result = gate.diff(old, new)
+    except gate.ReportError as e:
+        raise UsageError(str(e)) from None
+    print(gate.format_diff(result))
     return 0

@@ -24,7 +24,7 @@ from . import budgets
 from .numbers import shortest
 from .verdict import MEANING, SEVERITY
 
-SCHEMA = "xent-report/1"
+SCHEMA = "xent-report/2"
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
 LINES_PER_VERDICT = 25  # summary.md lists this many divergences per class; report.json has all
 
@@ -53,7 +53,9 @@ def build(result, argv: list[str] | None = None) -> dict:
         "schema": SCHEMA,
         "environment": environment(result.adapters),
         "run": {
-            "seed": result.seed, "examples": result.examples, "duration_s": result.duration_s,
+            "seed": result.seed, "examples": result.examples, "search": result.search,
+            "shrink": result.shrink, "answers": result.answers, "divergent_answers": result.divergent_answers,
+            "duration_s": result.duration_s,
             "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "adapters": [a["name"] for a in result.adapters if a["available"]],
             "variants": result.variants, "dtypes": result.dtypes,
@@ -64,9 +66,51 @@ def build(result, argv: list[str] | None = None) -> dict:
         "oracle": result.oracle,
         "cells": [c.to_dict() for c in result.cells],
         "not_applicable": result.not_applicable,
-        "divergences": result.divergences,
+        "divergences": [_with_explanation(d) for d in result.divergences],
         "oracle_errors": result.oracle_errors,
     }
+
+
+def minimal(div: dict) -> dict:
+    """A divergence as its shrunk case shows it (the reproducer's case), or as it is."""
+    if div.get("shrunk"):
+        return {**div, **{k: v for k, v in div["shrunk"].items() if k not in ("steps", "calls")}}
+    return div
+
+
+def _with_explanation(d: dict) -> dict:
+    d = dict(d)
+    d.setdefault("repro", None)
+    d["explanation"] = explain(minimal(d))
+    return d
+
+
+def attach_repros(doc: dict, adapters_by_name: dict) -> dict[str, str]:
+    """Write each divergence's reproducer source (of its shrunk case when it has one) into a dict
+    ``relative path -> source`` and set the divergences' ``repro`` fields; adapters without a
+    snippet for the API get ``repro: null``."""
+    from . import repro
+
+    versions = {a["name"]: a.get("version", "") for a in doc["environment"]["adapters"]}
+    sources: dict[str, str] = {}
+    for d in doc["divergences"]:
+        a = adapters_by_name.get(d["adapter"])
+        src = None
+        if a is not None:
+            m = minimal(d)
+            try:
+                src = repro.for_divergence(m, a, explanation=d["explanation"],
+                                           versions=f"{d['adapter']} {versions.get(d['adapter'], '')}".strip())
+            except Exception as e:  # a snippet bug must not lose the run's report
+                src = None
+                d["message"] = (d["message"] + f" [no reproducer: {type(e).__name__}: {e}]").strip()
+        if src is not None:
+            path = f"repro/{m['case_id']}.py"
+            sources[path] = src
+            d["repro"] = path
+        else:
+            d["repro"] = None
+    return sources
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -83,13 +127,28 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write(doc: dict, out_dir) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``summary.md`` into ``out_dir`` (created if needed)."""
+def write(doc: dict, out_dir, repros: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """Write ``report.json``, ``summary.md``, ``index.html`` and ``repro/<case_id>.py`` (from
+    ``repros``, path -> source; reproducers of an earlier run in the folder are removed) into
+    ``out_dir`` (created if needed). Returns the paths of report.json and summary.md."""
+    from . import html
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "report.json", out / "summary.md"
+    repros = repros or {}
+    if repros:
+        (out / "repro").mkdir(exist_ok=True)
+    for rel, src in sorted(repros.items()):
+        _write_atomic(out / rel, src)
+    if (out / "repro").is_dir():
+        for old in (out / "repro").glob("*.py"):
+            if f"repro/{old.name}" not in repros:
+                old.unlink()
     _write_atomic(json_path, json.dumps(doc, indent=1, sort_keys=False, allow_nan=False) + "\n")
     _write_atomic(md_path, summary(doc))
+    page = {**doc, "divergences": [dict(d, repro_source=repros.get(d.get("repro") or "")) for d in doc["divergences"]]}
+    _write_atomic(out / "index.html", html.render(page))
     return json_path, md_path
 
 
@@ -206,10 +265,23 @@ def explain(div: dict) -> str:
     else:
         body = f"returned {got} where the {what} is {exp}"
         if div["ulp"] is not None and v in ("inaccurate", "underflow", "wrong-sign", "contract"):
-            body += f" ({_ulp_text(div['ulp'])} ulp, allowed {div['allowance']:g})"
+            body += f" ({_ulp_text(div['ulp'])} ulp, allowed {div['allowance']:g}"
+            cond = div.get("condition")
+            if cond is not None:
+                body += f"; condition number {cond if isinstance(cond, str) else f'{cond:.3g}'}"
+            body += ")"
     where = f" at {tuple(div['index'])}" if div["index"] else ""
     return (f"`{div['adapter']}/{div['api']}` {div['variant']} {div['dtype']}: {v}{where} — {body} "
             f"({describe_inputs(case, div['quantity'], div['index'])}) [case {div['case_id']}]")
+
+
+def _entry_line(d: dict) -> str:
+    text = d.get("explanation") or explain(minimal(d))
+    extra = [f"{d['count']} answer{'s' if d['count'] != 1 else ''}" if "count" in d else "",
+             f"regime {d['regime']}" if d.get("regime") else "",
+             f"reproducer `{d['repro']}`" if d.get("repro") else ""]
+    extra = "; ".join(e for e in extra if e)
+    return text + (f" ({extra})" if extra else "")
 
 
 def _budget_lines(table: dict) -> list[str]:
@@ -230,8 +302,14 @@ def summary(doc: dict) -> str:
     run = doc["run"]
     env = doc["environment"]
     lines = ["# xent conformance report", "",
-             f"Seed {run['seed']}, {run['examples']} generated cases per variant and dtype (plus the corpus), "
-             f"{run['duration_s']:.1f} s, Python {env['python']} on {env['platform']}.", ""]
+             f"Seed {run['seed']}, {run['examples']} shared generated cases per variant and dtype (plus the corpus), "
+             f"{run.get('search', 0)} targeted-search cases per cell, shrink budget {run.get('shrink', 0)} calls; "
+             f"{run.get('answers', 0)} answers, {run.get('divergent_answers', 0)} divergent, in "
+             f"{len(doc['divergences'])} distinct divergences (cell x verdict x input regime); "
+             f"{run['duration_s']:.1f} s, Python {env['python']} on {env['platform']}.", "",
+             "Verdicts are condition-aware: each answer is allowed 2 u sens / ulp(truth) ulps on top of its "
+             "base budget, so `inaccurate` means more error than the input's conditioning explains; "
+             "each divergence gives the condition number (sens / |truth|) at its worst element.", ""]
     lines += ["## Adapters", ""]
     for a in env["adapters"]:
         state = (a.get("version") or "available") if a["available"] else f"unavailable: {a.get('reason')}"
@@ -255,8 +333,10 @@ def summary(doc: dict) -> str:
         divs = by_verdict.get(v)
         if not divs:
             continue
-        lines += [f"### {v} ({len(divs)})", "", f"{MEANING[v][0].upper()}{MEANING[v][1:]}.", ""]
-        lines += [f"- {explain(d)}" for d in divs[:LINES_PER_VERDICT]]
+        lines += [f"### {v} ({len(divs)} distinct, {sum(d.get('count', 1) for d in divs)} answers)", "",
+                  f"{MEANING[v][0].upper()}{MEANING[v][1:]}.", ""]
+        divs = sorted(divs, key=lambda d: -d.get("count", 1))
+        lines += [f"- {_entry_line(d)}" for d in divs[:LINES_PER_VERDICT]]
         if len(divs) > LINES_PER_VERDICT:
             lines.append(f"- … and {len(divs) - LINES_PER_VERDICT} more in report.json")
         lines.append("")

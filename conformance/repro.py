@@ -87,6 +87,11 @@ def _hex(x):
     return float(np.asarray(x, dtype=np.float64)).hex()
 
 
+def _same(a, b):
+    """The same number (NaN matches NaN; -0.0 does not match 0.0)."""
+    return (np.isnan(a) and np.isnan(b)) or (a == b and np.signbit(a) == np.signbit(b))
+
+
 def main():
     try:
         value, grads, dtypes = call(inputs)
@@ -121,8 +126,7 @@ def main():
         print(f"{{QUANTITY}}{{where}}: returned {{here}} ({{float.fromhex(here)!r}})")
         if TRUTH is not None:
             print(f"{{QUANTITY}}{{where}}: certified truth {{TRUTH}} ({{float.fromhex(TRUTH)!r}}) in {{DTYPE}}")
-        ok = RECORDED is not None and (here == RECORDED or (np.isnan(float.fromhex(here))
-                                                             and np.isnan(float.fromhex(RECORDED))))
+        ok = RECORDED is not None and _same(float.fromhex(here), float.fromhex(RECORDED))
     print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({{MESSAGE}})" if MESSAGE else ""))
     return 0 if ok else 1
 

@@ -32,6 +32,29 @@ from .ulp import bits_of_error
 from .verdict import CaseVerdict, classify
 
 
+HISTOGRAM_BINS = 66  # 0: exact; k in 1..64: worst ulp in (2**(k-1), 2**k] (1 ulp in bin 1); 65: beyond
+POINTS_PER_CELL = 200  # (max |input|, error bits, verdict) kept per cell for the error plot
+
+
+def histogram_bin(ulp: float) -> int:
+    if ulp <= 0:
+        return 0
+    if not np.isfinite(ulp) or ulp > 2.0 ** 64:
+        return HISTOGRAM_BINS - 1
+    return max(1, int(np.ceil(np.log2(ulp))))
+
+
+def magnitude(case: Case) -> float | None:
+    """The largest finite |value| of the case's main float input (logits, probs or inputs)."""
+    for name in ("logits", "probs", "inputs"):
+        if name in case.inputs:
+            with np.errstate(invalid="ignore"):  # bfloat16 NaN into float64 warns
+                a = np.asarray(case[name], dtype=np.float64)
+            finite = a[np.isfinite(a)]
+            return float(np.max(np.abs(finite))) if finite.size else None
+    return None
+
+
 @dataclass
 class Cell:
     adapter: str
@@ -40,29 +63,83 @@ class Cell:
     dtype: str
     cases: int = 0
     conforming: int = 0
+    searched: int = 0  # of `cases`, how many the targeted search drew (the rest: corpus + shared)
     max_ulp: float | None = None
     undecided_elements: int = 0
     seconds: float = 0.0
     verdicts: Counter = field(default_factory=Counter)
+    histogram: list = field(default_factory=lambda: [0] * HISTOGRAM_BINS)
+    no_number: int = 0
+    points: list = field(default_factory=list)
 
-    def add(self, cv: CaseVerdict, seconds: float) -> None:
+    def add(self, cv: CaseVerdict, seconds: float, case: Case | None = None, searched: bool = False) -> None:
         self.cases += 1
+        self.searched += searched
         self.conforming += cv.verdict == "conforms"
         self.verdicts[cv.verdict] += 1
         self.undecided_elements += cv.undecided
         self.seconds += seconds
         if cv.max_ulp is not None:
             self.max_ulp = cv.max_ulp if self.max_ulp is None else max(self.max_ulp, cv.max_ulp)
+        numeric = cv.max_ulp is not None and cv.verdict not in _NO_NUMBER
+        if numeric:
+            self.histogram[histogram_bin(cv.max_ulp)] += 1
+        else:
+            self.no_number += 1
+        if case is not None and len(self.points) < POINTS_PER_CELL:
+            bits = round(float(bits_of_error(cv.max_ulp)), 3) if numeric else None
+            self.points.append([magnitude(case), bits, cv.verdict])
 
     def to_dict(self) -> dict:
         return {
             "adapter": self.adapter, "api": self.api, "variant": self.variant, "dtype": self.dtype,
-            "cases": self.cases, "conforming": self.conforming,
+            "cases": self.cases, "conforming": self.conforming, "searched": self.searched,
             "max_ulp": _ulp_json(self.max_ulp),
             "max_bits": None if self.max_ulp is None else round(float(bits_of_error(self.max_ulp)), 3),
             "verdicts": dict(sorted(self.verdicts.items())),
             "undecided_elements": self.undecided_elements, "seconds": round(self.seconds, 4),
+            "error_bits_histogram": list(self.histogram), "no_number": self.no_number,
+            "points": [[None if m is None or not np.isfinite(m) else m, b, v] for m, b, v in self.points],
         }
+
+
+_NO_NUMBER = ("crash", "timeout", "raised", "shape", "nan", "accepted-invalid", "overflow")
+
+
+def regime_of(case: Case) -> str:
+    """The input regime a case came from (its note ``regime:<name>``), ``corpus`` otherwise."""
+    note = case.note or ""
+    if note.startswith("regime:"):
+        return note[7:].split(";")[0].strip()
+    return "corpus"
+
+
+@dataclass
+class Group:
+    """One divergence: a cell, a verdict class and an input regime; the worst case kept."""
+
+    adapter: str
+    api: str
+    variant: str
+    dtype: str
+    verdict: str
+    regime: str
+    count: int = 0
+    case: Case | None = None
+    truth: object = None
+    cv: CaseVerdict | None = None
+    shrunk: object = None  # shrink.Shrunk
+
+    def offer(self, case: Case, truth, cv: CaseVerdict) -> None:
+        self.count += 1
+        if self.case is None or _worse(cv, self.cv):
+            self.case, self.truth, self.cv = case, truth, cv
+
+
+def _worse(a: CaseVerdict, b: CaseVerdict) -> bool:
+    ua = a.worst.ulp if a.worst.ulp is not None else -1.0
+    ub = b.worst.ulp if b.worst.ulp is not None else -1.0
+    return ua > ub
 
 
 @dataclass
@@ -73,11 +150,15 @@ class RunResult:
     dtypes: list[str]
     adapters: list[dict]  # name, description, control, available, version or reason
     duration_s: float = 0.0
+    search: int = 0
+    shrink: int = 0
     cells: list[Cell] = field(default_factory=list)
-    divergences: list[dict] = field(default_factory=list)
+    divergences: list[dict] = field(default_factory=list)  # one per Group
     oracle: list[dict] = field(default_factory=list)  # per variant x dtype: cases, statuses, seconds
     not_applicable: list[dict] = field(default_factory=list)  # adapter, variant, dtype, cases
     oracle_errors: list[dict] = field(default_factory=list)  # cases the oracle raised on: skipped
+    answers: int = 0
+    divergent_answers: int = 0
 
 
 class OracleError(Exception):
@@ -100,13 +181,20 @@ def default_source(variant: str, dtype: str, examples: int, seed: int) -> list[C
 
 
 def run(adapters, variants, dtypes, examples: int, seed: int, source=default_source,
-        progress=True) -> RunResult:
+        progress=True, search: int = 0, shrink: int = 0, store=None) -> RunResult:
     """Run every available adapter in ``adapters`` (instances or names) over the cases.
 
-    ``source(variant, dtype, examples, seed)`` gives the cases; ``progress`` is a stream for one
-    line per variant and dtype, True for stderr, or None.
+    Per variant and dtype: ``source(variant, dtype, examples, seed)`` gives the shared cases
+    (default: the corpus, then ``examples`` generated ones), which every adapter answers; then each
+    cell (adapter, API) that answered runs its own targeted search of ``search`` cases
+    (``conformance.search``); divergences are grouped per cell, verdict and input regime, and the
+    worst case of each new group is shrunk with at most ``shrink`` adapter calls. ``progress`` is a
+    stream, True for stderr, or None; ``store`` (a ``CaseStore``) keeps every divergent case kept.
     """
-    progress = sys.stderr if progress is True else progress
+    from .progress import Progress
+    from . import search as searching
+    from .shrink import shrink as shrink_case
+
     instances = [registry.get(a) if isinstance(a, str) else a for a in adapters]
     info, usable = [], []
     for a in instances:
@@ -115,15 +203,29 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
                      "available": bool(ok), ("version" if ok else "reason"): detail})
         if ok:
             usable.append(a)
-    result = RunResult(seed, examples, list(variants), list(dtypes), info)
+    result = RunResult(seed, examples, list(variants), list(dtypes), info, search=search, shrink=shrink)
     cells: dict[tuple, Cell] = {}
+    groups: dict[tuple, Group] = {}
     not_applicable: Counter = Counter()
     truths: dict[str, object] = {}
     start = time.perf_counter()
-    total = len(result.variants) * len(result.dtypes)
-    for k, (variant, dtype) in enumerate(((v, d) for v in result.variants for d in result.dtypes), 1):
+    pairs = [(v, d) for v in result.variants for d in result.dtypes]
+    show = Progress(progress, len(pairs))
+
+    def record(a, api, case, truth, cv, seconds, searched=False):
+        cell = cells.setdefault((a.name, api, case.variant, case.dtype), Cell(a.name, api, case.variant, case.dtype))
+        cell.add(cv, seconds, case, searched)
+        result.answers += 1
+        if cv.verdict != "conforms":
+            result.divergent_answers += 1
+            key = (a.name, api, case.variant, case.dtype, cv.verdict, regime_of(case))
+            groups.setdefault(key, Group(*key)).offer(case, truth, cv)
+        show.answer(cv.verdict != "conforms")
+
+    for variant, dtype in pairs:
         stats = {"variant": variant, "dtype": dtype, "cases": 0, "ok": 0, "invalid": 0, "undecided": 0,
                  "seconds": 0.0, "max_prec": 0}
+        show.start(variant, dtype)
         seen = set()
         for case in source(variant, dtype, examples, seed):
             if case.case_id in seen:
@@ -132,30 +234,72 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
             try:
                 truth = _truth(case, truths, stats)
             except OracleError as e:
-                result.oracle_errors.append({"variant": variant, "dtype": dtype, "case_id": case.case_id,
-                                             "error": repr(e.__cause__), "case": case.to_dict()})
+                _oracle_error(result, case, e)
                 continue
             for a in usable:
                 apis = a.apis(case)
                 if not apis:
                     not_applicable[(a.name, variant, dtype)] += 1
                 for api in apis:
-                    cell = cells.setdefault((a.name, api, variant, dtype), Cell(a.name, api, variant, dtype))
                     cv, seconds = _judge(a, api, case, truth, truths)
-                    cell.add(cv, seconds)
-                    if cv.verdict != "conforms":
-                        result.divergences.append(divergence(a.name, api, case, truth, cv))
+                    record(a, api, case, truth, cv, seconds)
+        if search > 0:
+            for a in usable:
+                for api in sorted({k[1] for k in cells if k[0] == a.name and k[2:] == (variant, dtype)}):
+                    show.phase(f"search {a.name}/{api}")
+
+                    def judge(case, a=a, api=api):
+                        try:
+                            truth = _truth(case, truths, stats)
+                        except OracleError as e:
+                            _oracle_error(result, case, e)
+                            return None
+                        cv, seconds = _judge(a, api, case, truth, truths)
+                        judge.seconds = seconds
+                        return truth, cv
+
+                    def keep(case, truth, cv, a=a, api=api, judge=judge):
+                        record(a, api, case, truth, cv, judge.seconds, searched=True)
+
+                    searching.search_cell(a, api, variant, dtype, search, seed, judge, keep)
+        by_name = {a.name: a for a in usable}
+        for key, g in groups.items():
+            if key[2:4] != (variant, dtype) or g.shrunk is not None:
+                continue
+            if shrink > 0 and g.verdict not in ("crash", "timeout"):
+                show.phase(f"shrink {g.adapter}/{g.api} {g.verdict}")
+                a = by_name[g.adapter]
+
+                def judge_shrink(case, a=a, api=g.api):
+                    if api not in a.apis(case):
+                        return None
+                    try:
+                        truth = _truth(case, truths)
+                    except OracleError:
+                        return None
+                    return truth, _judge(a, api, case, truth, truths)[0]
+
+                g.shrunk = shrink_case(g.case, g.truth, g.cv, judge_shrink, shrink) or False
+            if store is not None:
+                store.save(g.case)
+                if g.shrunk:
+                    store.save(g.shrunk.case)
         result.oracle.append({**stats, "seconds": round(stats["seconds"], 3)})
-        if progress is not None:
-            print(f"[{k}/{total}] {variant} {dtype}: {stats['cases']} cases, oracle {stats['seconds']:.1f} s, "
-                  f"{len(result.divergences)} divergences so far"
-                  + (f", {len(result.oracle_errors)} oracle errors" if result.oracle_errors else ""),
-                  file=progress, flush=True)
+        show.done(variant, dtype, stats["cases"], stats["seconds"], len(groups), len(result.oracle_errors))
+    show.close()
     result.cells = list(cells.values())
+    result.divergences = [group_entry(g) for g in groups.values()]
     result.not_applicable = [{"adapter": a, "variant": v, "dtype": d, "cases": n}
                              for (a, v, d), n in not_applicable.items()]
     result.duration_s = round(time.perf_counter() - start, 3)
     return result
+
+
+def _oracle_error(result: RunResult, case: Case, e: Exception) -> None:
+    if any(x["case_id"] == case.case_id for x in result.oracle_errors):
+        return
+    result.oracle_errors.append({"variant": case.variant, "dtype": case.dtype, "case_id": case.case_id,
+                                 "error": repr(e.__cause__), "case": case.to_dict()})
 
 
 def _truth(case: Case, truths: dict, stats: dict | None = None):
@@ -221,6 +365,7 @@ def _number(v: float | None, dtype: str) -> dict | None:
 
 def divergence(adapter: str, api: str, case: Case, truth, cv: CaseVerdict) -> dict:
     w = cv.worst
+    cond = w.condition
     return {
         "adapter": adapter, "api": api, "variant": case.variant, "dtype": case.dtype,
         "verdict": cv.verdict, "quantity": w.quantity,
@@ -230,5 +375,21 @@ def divergence(adapter: str, api: str, case: Case, truth, cv: CaseVerdict) -> di
         "expected": _number(w.expected, case.dtype),
         "got": _number(w.got, w.got_dtype or case.dtype),
         "message": w.message or (truth.reason if truth.status == "invalid" else ""),
+        "condition": None if cond is None else (float(cond) if np.isfinite(cond) else "inf"),
         "case_id": case.case_id, "note": case.note, "case": case.to_dict(),
     }
+
+
+def group_entry(g: Group) -> dict:
+    """The report entry of one divergence group: its worst case, the count, the shrunk case."""
+    d = divergence(g.adapter, g.api, g.case, g.truth, g.cv)
+    d["regime"] = g.regime
+    d["count"] = g.count
+    if g.shrunk:
+        s = divergence(g.adapter, g.api, g.shrunk.case, g.shrunk.truth, g.shrunk.verdict)
+        d["shrunk"] = {k: s[k] for k in ("quantity", "index", "ulp", "allowance", "allowance_terms", "expected",
+                                          "got", "message", "condition", "case_id", "note", "case")}
+        d["shrunk"]["steps"], d["shrunk"]["calls"] = g.shrunk.steps, g.shrunk.calls
+    else:
+        d["shrunk"] = None
+    return d

@@ -20,6 +20,7 @@ could not certify an element, which is then skipped) are bookkeeping, never verd
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +67,10 @@ class Finding:
     got: float | None = None  # what came back, as float64 (ULPs count it rounded into the case dtype)
     got_dtype: str | None = None
     message: str = ""
+    #: The relative condition number at that element, sens / |truth| (sens = sum over inputs of
+    #: |input| |d out / d input|): how much a relative perturbation of the inputs of size u moves
+    #: the output, in units of u|out|. inf where the truth is 0 but not its sensitivity.
+    condition: float | None = None
 
 
 @dataclass
@@ -145,7 +150,8 @@ def _as_float64(arr) -> np.ndarray | None:
     a = np.asarray(arr)
     if a.dtype.kind == "c" or not (a.dtype.kind in "fiub" or a.dtype.name == "bfloat16"):
         return None
-    return a.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # bfloat16 NaN into float64 warns; the value is kept
+        return a.astype(np.float64)
 
 
 def compare(case: Case, quantity: str, expected, got_raw, contract=None):
@@ -191,6 +197,7 @@ def compare(case: Case, quantity: str, expected, got_raw, contract=None):
         finding.terms = allow.at(idx)
         finding.expected = float(np.asarray(exp_value, dtype=np.float64)[idx])
         finding.got = float(got64[idx])
+        finding.condition = _condition(expected.sens, idx, finding.expected)
     problems = [("shape", shape_msg)] if shape_msg else []
     if got_dtype != f.np_dtype.name:
         problems.append(("dtype", f"returned {got_dtype} for a {case.dtype} case"))
@@ -199,6 +206,21 @@ def compare(case: Case, quantity: str, expected, got_raw, contract=None):
             finding.verdict = verdict
     finding.message = "; ".join(message for _, message in problems)
     return finding, max_ulp, n_undecided
+
+
+def _condition(sens, idx, expected: float) -> float | None:
+    if sens is None:
+        return None
+    s = np.asarray(sens, dtype=np.float64)
+    try:
+        v = float(s[idx]) if s.ndim else float(s)
+    except (IndexError, TypeError):
+        return None
+    if not math.isfinite(v) or not math.isfinite(expected):
+        return None
+    if expected == 0:
+        return 0.0 if v == 0 else math.inf
+    return v / abs(expected)
 
 
 def _codes(got, expected, undefined, undecided, total, f):

@@ -72,7 +72,7 @@ def test_report_json_validates_against_the_schema(written):
     jsonschema.Draft202012Validator.check_schema(schema)
     doc = json.loads((written / "report.json").read_text())
     jsonschema.Draft202012Validator(schema).validate(doc)
-    assert doc["schema"] == "xent-report/1" and doc["run"]["seed"] == 7
+    assert doc["schema"] == "xent-report/2" and doc["run"]["seed"] == 7
 
 
 def test_report_cells_count_cases_and_verdicts(written):
@@ -101,7 +101,7 @@ def test_report_summary_has_the_matrix_and_one_line_per_divergence(written):
     assert "| textbook (control) | 0% of 2" in text
     assert ("`textbook/textbook` sigmoid_bce_logits float32: overflow at (1,) — returned inf where the loss is 0 "
             "(x=-810, z=0)") in text
-    assert "### accepted-invalid (2)" in text
+    assert "### accepted-invalid (2 distinct, 2 answers)" in text
 
 
 def test_report_summary_is_rebuilt_from_the_json_alone(written):
@@ -110,7 +110,7 @@ def test_report_summary_is_rebuilt_from_the_json_alone(written):
 
 
 def test_report_write_leaves_no_temporary_files(written):
-    assert sorted(p.name for p in written.iterdir()) == ["report.json", "summary.md"]
+    assert sorted(p.name for p in written.iterdir()) == ["index.html", "report.json", "summary.md"]
 
 
 def test_report_run_is_deterministic_given_the_seed():
