@@ -3,7 +3,8 @@
 Hypothesis shrinks the byte stream behind a draw, which makes small byte streams, not readable
 cases; and it shrinks only failing tests, whereas an audit records every divergence and goes on.
 So xent shrinks in the domain of the case, greedily, keeping each step that leaves the verdict
-unchanged (same adapter, API and verdict class; the oracle re-evaluates every candidate):
+unchanged (same adapter, API, verdict class and quantity, and for an invalid input the same
+broken rule; the oracle re-evaluates every candidate):
 
 1. structure: keep one position of each batch axis (rows, sequence positions, pixels), drop
    classes (for integer labels only classes above every label), drop optional inputs (weights,
@@ -39,7 +40,7 @@ class Shrunk:
 def shrink(case: Case, truth, cv, judge, budget: int) -> Shrunk | None:
     """Greedy shrink of ``case`` keeping ``cv.verdict``; ``judge(case) -> (truth, cv) | None``
     (None: the candidate is not applicable or the oracle failed). None if nothing got smaller."""
-    target = cv.verdict
+    target = _signature(truth, cv)
     best = Shrunk(case, truth, cv, 0, 0)
 
     def attempt(candidate: Case | None) -> bool:
@@ -47,7 +48,7 @@ def shrink(case: Case, truth, cv, judge, budget: int) -> Shrunk | None:
             return False
         best.calls += 1
         got = judge(candidate)
-        if got is None or got[1].verdict != target:
+        if got is None or _signature(*got) != target:
             return False
         best.case, best.truth, best.verdict = candidate, got[0], got[1]
         best.steps += 1
@@ -72,6 +73,13 @@ def shrink(case: Case, truth, cv, judge, budget: int) -> Shrunk | None:
     if best.steps == 0:
         return None
     return best
+
+
+def _signature(truth, cv) -> tuple:
+    """What a smaller case must keep: the verdict, the quantity it shows in, and for an invalid
+    input the rule it breaks (the oracle's reason up to the offending value)."""
+    reason = (truth.reason or "").split(":")[0] if truth.status == "invalid" else ""
+    return cv.verdict, cv.worst.quantity, reason
 
 
 def _rebuild(case: Case, inputs=None, options=None) -> Case | None:
