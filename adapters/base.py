@@ -49,6 +49,9 @@ class Adapter:
     description: str = ""
     #: True for control implementations with deliberate, known flaws.
     control: bool = False
+    #: True when every new shape costs a compilation (JAX eager, XLA): the run gives such an
+    #: adapter a quarter of the targeted-search and shrink budgets.
+    slow: bool = False
 
     def available(self) -> tuple[bool, str]:
         """(True, version) when usable, else (False, the reason)."""

@@ -31,34 +31,38 @@ _EDGES = sorted({abs(e) for g in FORMATS.values()
 def layouts(draw, has_axis: bool, nonempty: bool = False):
     """(shape, axis) of a logits or probs array; axis is None without a class axis.
 
-    With a class axis: mostly (N, C) rows, also a single row, a wide row of up to 64 classes,
+    With a class axis: mostly (N, C) rows, also a single row, a wide row of 64 classes,
     N x C x H x W and N x C x L with axis=1, N x L x C, and classes first. An empty batch now
     and then unless `nonempty`.
+
+    Sizes come from short menus (batches 1, 2, 4; classes 1, 2, 3, 5, 8) rather than every
+    integer: the edge sizes (0, 1, one class, 64 classes) are all there, and JIT-compiling
+    frameworks (JAX eagerly compiles each primitive per shape, XLA each function) see the same
+    shapes again, which makes an audit several times faster.
     """
-    batch = st.integers(1, 6) if nonempty else st.sampled_from([1, 2, 3, 4, 5, 6] * 3 + [0])
-    small = partial(st.integers, 1)
+    batch = st.sampled_from([1, 2, 4]) if nonempty else st.sampled_from([1, 2, 4] * 4 + [0])
     if not has_axis:
         ndim = draw(st.sampled_from([1, 2, 2, 3]))
         if ndim == 1:
-            return (draw(small(8)),), None
+            return (draw(st.sampled_from([1, 3, 8])),), None
         if ndim == 2:
-            return (draw(batch), draw(small(8))), None
-        return tuple(draw(small(3)) for _ in range(3)), None
-    classes = st.sampled_from([2, 3, 4, 5, 6, 7, 8] * 2 + [1])
+            return (draw(batch), draw(st.sampled_from([1, 3]))), None
+        return (2, 1, 3), None
+    classes = st.sampled_from([2, 3, 5, 8] * 3 + [1])
     kind = draw(st.sampled_from(["rows"] * 5 + ["vector", "wide", "nchw", "ncl", "nlc", "cn"]))
     if kind == "rows":
         return (draw(batch), draw(classes)), draw(st.sampled_from([-1, 1]))
     if kind == "vector":
         return (draw(classes),), draw(st.sampled_from([-1, 0]))
     if kind == "wide":
-        return (draw(small(2)), draw(st.integers(9, 64))), -1
+        return (draw(st.sampled_from([1, 2])), 64), -1
     if kind == "nchw":
-        return (draw(small(2)), draw(small(4)), draw(small(3)), draw(small(3))), 1
+        return (1, draw(st.sampled_from([2, 3])), 2, 2), 1
     if kind == "ncl":
-        return (draw(small(3)), draw(classes), draw(small(4))), 1
+        return (2, draw(classes), 3), 1
     if kind == "nlc":
-        return (draw(small(3)), draw(small(4)), draw(classes)), draw(st.sampled_from([-1, 2]))
-    return (draw(classes), draw(small(4))), 0
+        return (2, 3, draw(classes)), draw(st.sampled_from([-1, 2]))
+    return (draw(classes), 2), 0
 
 
 def to_rows(arr: np.ndarray, axis: int) -> np.ndarray:

@@ -245,6 +245,7 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
                     record(a, api, case, truth, cv, seconds)
         if search > 0:
             for a in usable:
+                budget = _budget(a, search)
                 for api in sorted({k[1] for k in cells if k[0] == a.name and k[2:] == (variant, dtype)}):
                     show.phase(f"search {a.name}/{api}")
 
@@ -261,7 +262,7 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
                     def keep(case, truth, cv, a=a, api=api, judge=judge):
                         record(a, api, case, truth, cv, judge.seconds, searched=True)
 
-                    searching.search_cell(a, api, variant, dtype, search, seed, judge, keep)
+                    searching.search_cell(a, api, variant, dtype, budget, seed, judge, keep)
         by_name = {a.name: a for a in usable}
         for key, g in groups.items():
             if key[2:4] != (variant, dtype) or g.shrunk is not None:
@@ -279,7 +280,7 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
                         return None
                     return truth, _judge(a, api, case, truth, truths)[0]
 
-                g.shrunk = shrink_case(g.case, g.truth, g.cv, judge_shrink, shrink) or False
+                g.shrunk = shrink_case(g.case, g.truth, g.cv, judge_shrink, _budget(a, shrink)) or False
             if store is not None:
                 store.save(g.case)
                 if g.shrunk:
@@ -293,6 +294,19 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
                              for (a, v, d), n in not_applicable.items()]
     result.duration_s = round(time.perf_counter() - start, 3)
     return result
+
+
+SLOW_FACTOR = 4
+
+
+def _budget(adapter, n: int) -> int:
+    """Search and shrink budgets of an adapter: a quarter (at least 2) for those that declare
+    themselves ``slow`` (they JIT-compile every new shape: ~0.2-0.8 s a call against ~5 ms), so
+    the default audit of every framework stays within minutes. Fixed counts, so still
+    deterministic."""
+    if n <= 0 or not getattr(adapter, "slow", False):
+        return n
+    return max(2, n // SLOW_FACTOR)
 
 
 def _oracle_error(result: RunResult, case: Case, e: Exception) -> None:
