@@ -96,7 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--db", default=".xent", help="case store for xent replay (default .xent)")
     r.add_argument("--baseline", metavar="FILE",
                    help="CI gate: exit 1 on any divergence not listed in FILE (see xent baseline)")
+    r.add_argument("--jobs", type=_count, default=os.cpu_count() or 1,
+                   help="processes to split the adapters over (default: the number of CPUs)")
     r.add_argument("--quiet", action="store_true", help="no progress display")
+    r.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # progress as lines even on a tty
+    r.add_argument("--no-repro", action="store_true", help=argparse.SUPPRESS)  # a --jobs part: the parent writes them
 
     rp = sub.add_parser("replay", help="one case (a case id or a case file) on every adapter, as a table")
     rp.add_argument("case", metavar="CASE_ID|FILE")
@@ -352,19 +356,31 @@ def cmd_run(args, argv) -> int:
         # every installed adapter; instances are passed on, so worker-backed ones start once
         names = [a for a in map(adapters.get, adapters.names()) if a.available()[0]]
     instances = [adapters.get(a) if isinstance(a, str) else a for a in names]
-    result = runner.run(instances, args.variants, args.dtypes, args.examples, args.seed,
-                        progress=None if args.quiet else True, search=args.search, shrink=args.shrink,
-                        store=CaseStore(args.db))
-    for a in result.adapters:
+    errors: list[str] = []
+    if args.jobs > 1 and len(instances) > 1:
+        from . import parallel
+
+        try:
+            doc, errors = parallel.run(instances, args, argv, progress=not args.quiet)
+        except RuntimeError as e:
+            print(f"xent: error: {e}", file=sys.stderr)
+            return 1
+    else:
+        stream = None if args.quiet else (_Lines(sys.stderr) if args.plain else True)
+        result = runner.run(instances, args.variants, args.dtypes, args.examples, args.seed,
+                            progress=stream, search=args.search, shrink=args.shrink, store=CaseStore(args.db))
+        doc = report.build(result, argv)
+    for a in doc["environment"]["adapters"]:
         if not a["available"]:
             print(f"xent: warning: adapter {a['name']} unavailable: {a['reason']}", file=sys.stderr)
-    doc = report.build(result, argv)
-    repros = report.attach_repros(doc, {a.name: a for a in instances})
+    repros = {} if args.no_repro else report.attach_repros(doc, {a.name: a for a in instances})
     json_path, md_path = report.write(doc, args.out, repros)
-    print(f"{result.answers} answers from {len(doc['run']['adapters'])} adapter(s) in {result.duration_s:.1f} s; "
-          f"{result.divergent_answers} divergent, in {len(doc['divergences'])} distinct divergences "
+    run = doc["run"]
+    print(f"{run['answers']} answers from {len(run['adapters'])} adapter(s) in {run['duration_s']:.1f} s"
+          f"{' with ' + str(run['jobs']) + ' jobs' if run.get('jobs') else ''}; "
+          f"{run['divergent_answers']} divergent, in {len(doc['divergences'])} distinct divergences "
           f"(cell x verdict x input regime)")
-    for name in doc["run"]["adapters"]:
+    for name in run["adapters"]:
         cells = [c for c in doc["cells"] if c["adapter"] == name]
         cases = sum(c["cases"] for c in cells)
         conforming = sum(c["conforming"] for c in cells)
@@ -377,9 +393,11 @@ def cmd_run(args, argv) -> int:
         print(f"  {name:<16} {conforming}/{cases} conform; {detail}")
     print(f"report: {json_path}\nsummary: {md_path}\npage: {json_path.parent / 'index.html'}\n"
           f"reproducers: {len(repros)} in {json_path.parent / 'repro'}")
-    status = 0
-    if result.oracle_errors:
-        print(f"xent: error: the oracle raised on {len(result.oracle_errors)} case(s); they are listed in "
+    for e in errors:
+        print(f"xent: error: {e}; the report holds the other adapters", file=sys.stderr)
+    status = 1 if errors else 0
+    if doc["oracle_errors"]:
+        print(f"xent: error: the oracle raised on {len(doc['oracle_errors'])} case(s); they are listed in "
               f"the report", file=sys.stderr)
         status = 1
     if baseline is not None:
@@ -388,6 +406,22 @@ def cmd_run(args, argv) -> int:
         if not g.ok:
             status = 1
     return status
+
+
+class _Lines:
+    """A stream that is never a terminal: progress as one line per variant and dtype."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+    def isatty(self):
+        return False
 
 
 # -- replay ----------------------------------------------------------------------------------------

@@ -303,3 +303,21 @@ def test_progress_updates_one_line_on_a_terminal():
     p.answer(False)
     p.done("softmax", "float32", 5, 0.1, 0, 0)
     assert "\r" not in plain.getvalue() and plain.getvalue().count("\n") == 1
+
+
+def test_jobs_split_by_adapter_give_the_same_report(tmp_path):
+    """--jobs 2 deals the adapters over two processes; cells and divergences are those of one."""
+    common = ["--adapters", "numpy,naive", "--variants", "sigmoid_bce_logits", "--dtypes", "float32",
+              "--examples", "3", "--search", "4", "--shrink", "6", "--seed", "8", "--quiet", "--db", str(tmp_path / "db")]
+    docs = []
+    for jobs in ("1", "2"):
+        proc = _run_cli(["run", "--jobs", jobs, "--out", str(tmp_path / jobs), *common])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        docs.append(json.loads((tmp_path / jobs / "report.json").read_text()))
+    one, two = docs
+    assert two["run"]["jobs"] == 2 and "jobs" not in one["run"]
+    strip = lambda d: [{k: v for k, v in c.items() if k != "seconds"} for c in d["cells"]]  # noqa: E731
+    assert strip(one) == strip(two)
+    assert [d["explanation"] for d in one["divergences"]] == [d["explanation"] for d in two["divergences"]]
+    assert sorted(p.name for p in (tmp_path / "2" / "repro").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "1" / "repro").iterdir())

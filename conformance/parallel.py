@@ -1,0 +1,115 @@
+"""``xent run --jobs N``: the adapters split over N processes, their reports merged into one.
+
+Every cell's cases depend only on the seed, its variant and dtype (the shared cases) and the cell
+itself (its search seed), never on which other adapters run beside it; so a run split by adapter
+gives the same cells, verdicts and divergences as the run in one process, only sooner. Adapters
+are dealt to processes by weight (a ``slow`` adapter, which compiles every new shape, weighs 8,
+others 1), heaviest first. Each process is ``xent run`` on its share, writing a report into a
+temporary folder; its progress lines are passed on, prefixed. A process that fails does not lose
+the others' work: the merged report says which adapters are missing and why.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def partition(adapters: list, jobs: int) -> list[list]:
+    """Adapter instances dealt into at most ``jobs`` groups of similar weight (deterministic)."""
+    weight = {a.name: 8 if getattr(a, "slow", False) else 1 for a in adapters}
+    groups: list[list] = [[] for _ in range(max(1, min(jobs, len(adapters))))]
+    load = [0] * len(groups)
+    for a in sorted(adapters, key=lambda a: -weight[a.name]):  # stable: ties keep the given order
+        k = load.index(min(load))
+        groups[k].append(a)
+        load[k] += weight[a.name]
+    order = {a.name: i for i, a in enumerate(adapters)}
+    return [sorted(g, key=lambda a: order[a.name]) for g in groups if g]
+
+
+def _pump(stream, prefix: str, sink) -> None:
+    for line in iter(stream.readline, ""):
+        print(f"{prefix} {line.rstrip()}", file=sink, flush=True)
+
+
+def run(adapters: list, args, argv: list[str], progress=True) -> tuple[dict, list[str]]:
+    """(the merged report document, errors): ``args`` is the parsed ``xent run`` namespace."""
+    groups = partition(adapters, args.jobs)
+    sink = sys.stderr if progress else None
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="xent-jobs-") as tmp:
+        procs = []
+        for k, group in enumerate(groups, 1):
+            out = Path(tmp) / f"job-{k}"
+            cmd = [sys.executable, "-m", "conformance", "run", "--jobs", "1", "--quiet" if sink is None else "--plain",
+                   "--adapters", ",".join(a.name for a in group), "--variants", ",".join(args.variants),
+                   "--dtypes", ",".join(args.dtypes), "--examples", str(args.examples), "--search", str(args.search),
+                   "--shrink", str(args.shrink), "--seed", str(args.seed), "--out", str(out), "--db", args.db,
+                   "--no-repro"]
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+            names = ",".join(a.name for a in group)
+            t = threading.Thread(target=_pump, args=(p.stderr, f"[job {k}: {names}]", sink or open(os.devnull, "w")),
+                                 daemon=True)
+            t.start()
+            procs.append((k, group, out, p, t))
+        docs, errors = [], []
+        for k, group, out, p, t in procs:
+            code = p.wait()
+            t.join()
+            report = out / "report.json"
+            if report.is_file():
+                docs.append(json.loads(report.read_text(encoding="utf-8")))
+            if code not in (0, 1) or not report.is_file():
+                errors.append(f"job {k} ({', '.join(a.name for a in group)}) exited with status {code}"
+                              + ("" if report.is_file() else " and wrote no report"))
+    if not docs:
+        raise RuntimeError("; ".join(errors) or "no job wrote a report")
+    doc = merge(docs, [a.name for a in adapters], argv)
+    doc["run"]["duration_s"] = round(time.perf_counter() - t0, 3)
+    doc["run"]["jobs"] = len(groups)
+    return doc, errors
+
+
+def merge(docs: list[dict], order: list[str], argv: list[str]) -> dict:
+    """One report from the reports of disjoint adapter sets over the same variants and dtypes."""
+    rank = {name: i for i, name in enumerate(order)}
+    first = docs[0]
+    merged = json.loads(json.dumps(first))
+    merged["run"]["argv"] = list(argv)
+    merged["environment"]["adapters"] = sorted((a for d in docs for a in d["environment"]["adapters"]),
+                                               key=lambda a: rank.get(a["name"], len(rank)))
+    merged["run"]["adapters"] = sorted({n for d in docs for n in d["run"]["adapters"]},
+                                       key=lambda n: rank.get(n, len(rank)))
+    for key in ("answers", "divergent_answers"):
+        merged["run"][key] = sum(d["run"].get(key, 0) for d in docs)
+    by_pair: dict[tuple, dict] = {}
+    for d in docs:
+        for o in d["oracle"]:
+            k = (o["variant"], o["dtype"])
+            if k not in by_pair:
+                by_pair[k] = dict(o)
+                continue
+            m = by_pair[k]
+            for f in ("cases", "ok", "invalid", "undecided"):
+                m[f] += o[f]
+            m["seconds"] = round(m["seconds"] + o["seconds"], 3)
+            m["max_prec"] = max(m["max_prec"], o["max_prec"])
+    merged["oracle"] = [by_pair[k] for k in sorted(by_pair, key=list(by_pair).index)]
+    by_adapter = lambda item: rank.get(item["adapter"], len(rank))  # noqa: E731
+    for key in ("cells", "not_applicable", "divergences"):
+        merged[key] = sorted((x for d in docs for x in d[key]), key=by_adapter)
+    seen, errors = set(), []
+    for d in docs:
+        for e in d["oracle_errors"]:
+            if e["case_id"] not in seen:
+                seen.add(e["case_id"])
+                errors.append(e)
+    merged["oracle_errors"] = errors
+    return merged
