@@ -352,13 +352,21 @@ def cmd_run(args, argv) -> int:
             baseline = gate.load_baseline(args.baseline)
         except gate.BaselineError as e:
             raise UsageError(str(e)) from None
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so --jobs children are stopped too
     names = args.adapters
-    if names is None:
+    parallel_run = args.jobs > 1 and (names is None or len(names) > 1)
+    if names is None and not parallel_run:
         # every installed adapter; instances are passed on, so worker-backed ones start once
         names = [a for a in map(adapters.get, adapters.names()) if a.available()[0]]
+    elif names is None:
+        # each job asks its own adapters whether they are available (asking here would start
+        # the Keras worker processes twice); the report lists the unavailable ones
+        names = [a for a in map(adapters.get, adapters.names()) if not isinstance(a, adapters.Unavailable)]
     instances = [adapters.get(a) if isinstance(a, str) else a for a in names]
     errors: list[str] = []
-    if args.jobs > 1 and len(instances) > 1:
+    if parallel_run:
         from . import parallel
 
         try:

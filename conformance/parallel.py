@@ -53,6 +53,7 @@ def run(adapters: list, args, argv: list[str], progress=True) -> tuple[dict, lis
                    "--shrink", str(args.shrink), "--seed", str(args.seed), "--out", str(out), "--db", args.db,
                    "--no-repro"]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
+            env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
             p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
             names = ",".join(a.name for a in group)
             t = threading.Thread(target=_pump, args=(p.stderr, f"[job {k}: {names}]", sink or open(os.devnull, "w")),
@@ -60,8 +61,15 @@ def run(adapters: list, args, argv: list[str], progress=True) -> tuple[dict, lis
             t.start()
             procs.append((k, group, out, p, t))
         docs, errors = [], []
-        for k, group, out, p, t in procs:
-            code = p.wait()
+        try:
+            codes = [p.wait() for _, _, _, p, _ in procs]
+        except BaseException:  # interrupted: leave no orphan process behind
+            for _, _, _, p, _ in procs:
+                p.terminate()
+            for _, _, _, p, _ in procs:
+                p.wait()
+            raise
+        for (k, group, out, p, t), code in zip(procs, codes):
             t.join()
             report = out / "report.json"
             if report.is_file():

@@ -208,6 +208,7 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
     groups: dict[tuple, Group] = {}
     not_applicable: Counter = Counter()
     truths: dict[str, object] = {}
+    judged: dict[tuple, object] = {}  # (adapter, api, case_id) -> (truth, verdict) while shrinking
     start = time.perf_counter()
     pairs = [(v, d) for v in result.variants for d in result.dtypes]
     show = Progress(progress, len(pairs))
@@ -227,16 +228,20 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
                  "seconds": 0.0, "max_prec": 0}
         show.start(variant, dtype)
         seen = set()
+        generated = 0
         for case in source(variant, dtype, examples, seed):
             if case.case_id in seen:
                 continue
             seen.add(case.case_id)
+            generated += regime_of(case) != "corpus"
             try:
                 truth = _truth(case, truths, stats)
             except OracleError as e:
                 _oracle_error(result, case, e)
                 continue
             for a in usable:
+                if regime_of(case) != "corpus" and generated > _budget(a, examples):
+                    continue  # a slow adapter answers the corpus and the first shared cases
                 apis = a.apis(case)
                 if not apis:
                     not_applicable[(a.name, variant, dtype)] += 1
@@ -272,13 +277,18 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
                 a = by_name[g.adapter]
 
                 def judge_shrink(case, a=a, api=g.api):
-                    if api not in a.apis(case):
-                        return None
-                    try:
-                        truth = _truth(case, truths)
-                    except OracleError:
-                        return None
-                    return truth, _judge(a, api, case, truth, truths)[0]
+                    key = (a.name, api, case.case_id)
+                    if key not in judged:  # groups of one cell often try the same candidates
+                        if api not in a.apis(case):
+                            judged[key] = None
+                        else:
+                            try:
+                                truth = _truth(case, truths)
+                            except OracleError:
+                                judged[key] = None
+                            else:
+                                judged[key] = truth, _judge(a, api, case, truth, truths)[0]
+                    return judged[key]
 
                 g.shrunk = shrink_case(g.case, g.truth, g.cv, judge_shrink, _budget(a, shrink)) or False
             if store is not None:
@@ -300,10 +310,10 @@ SLOW_FACTOR = 4
 
 
 def _budget(adapter, n: int) -> int:
-    """Search and shrink budgets of an adapter: a quarter (at least 2) for those that declare
-    themselves ``slow`` (they JIT-compile every new shape: ~0.2-0.8 s a call against ~5 ms), so
-    the default audit of every framework stays within minutes. Fixed counts, so still
-    deterministic."""
+    """Shared-case, search and shrink budgets of an adapter: a quarter (at least 2) for those that
+    declare themselves ``slow`` (they JIT-compile every new shape: ~0.2-0.8 s a call against
+    ~5 ms), so the default audit of every framework stays within minutes. Fixed counts, so
+    still deterministic."""
     if n <= 0 or not getattr(adapter, "slow", False):
         return n
     return max(2, n // SLOW_FACTOR)
