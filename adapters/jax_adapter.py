@@ -76,7 +76,9 @@ _INDEXING_URL = "https://docs.jax.dev/en/latest/_autosummary/jax.numpy.take_alon
 
 class JaxAdapter(Adapter):
     name = "jax"
+    slow = True  # eager JAX compiles every primitive for each new shape
     description = "optax losses and jax.nn, eager, JAX's default configuration (64-bit disabled)"
+    _x64 = False  # whether _config enables 64-bit types (what a reproducer must do too)
 
     def available(self) -> tuple[bool, str]:
         try:
@@ -137,10 +139,14 @@ class JaxAdapter(Adapter):
             g = pullback(jnp.ones_like(value))
             return Output(np.asarray(value), {name: np.asarray(gi) for name, gi in zip(names, g)})
 
+    def repro(self, case: Case, api: str) -> str | None:
+        return repro_source(case, api, x64=self._x64) if api in self.apis(case) else None
+
 
 class JaxX64Adapter(JaxAdapter):
     name = "jax-x64"
     description = "optax losses and jax.nn, eager, with 64-bit types enabled (jax.enable_x64)"
+    _x64 = True
 
     def _config(self):
         jax, _, _ = _load()
@@ -185,3 +191,82 @@ def _call(jnp, optax, jax, case: Case, api: str):
         fn = functools.partial(optax.softmax_cross_entropy_with_integer_labels, labels=labels, **along, **where)
         return fn, ("logits",), (x,)
     raise ValueError(f"unknown {api!r}")
+
+
+# -- reproducers -----------------------------------------------------------------------------------
+
+# bfloat16 inputs arrive in a reproducer as float32 arrays holding the values exactly (their bits
+# << 16); taking the top 16 bits back gives the very array the adapter passed, NaN payloads included
+# (a cast would round, and quiets signalling NaNs).
+_BF16_HELPER = '''\
+def bfloat16(a):  # float32 holding bfloat16 values -> the bfloat16 array, bit for bit
+    return (a.view(np.uint32) >> 16).astype(np.uint16).view(jnp.bfloat16)
+'''
+
+
+def repro_source(case: Case, api: str, x64: bool = False) -> str:
+    """The snippet of a standalone reproducer (conformance/repro.py): the call ``evaluate`` makes,
+    the arrays made and the calls run inside the same x64 context when ``x64``."""
+    axis = case.options.get("axis", -1)
+    ndim = case["logits"].ndim
+    along = "" if case.class_axis is None or case.class_axis == ndim - 1 else f", axis={axis!r}"
+    head = ["import jax", "import jax.numpy as jnp"] + (["import optax"] if api.startswith("optax.") else [])
+    head.append("")
+    if case.dtype == "bfloat16":
+        head += _BF16_HELPER.splitlines() + [""]
+    body = []
+
+    def array(name):
+        src = f"inputs[{name!r}]"
+        if case.dtype == "bfloat16" and case[name].dtype.kind not in "iu":
+            src = f"bfloat16({src})"
+        body.append(f"{name} = jnp.asarray({src})")
+
+    array("logits")
+    if api == SIGMOID:
+        array("labels")
+        body.append("fn = optax.sigmoid_binary_cross_entropy")
+        names = ("logits", "labels")
+    elif api in (LOG_SOFTMAX, SOFTMAX):
+        fn = "jax.nn.log_softmax" if api == LOG_SOFTMAX else "jax.nn.softmax"
+        body.append(f"fn = lambda logits: {fn}(logits, axis={axis!r})")
+        names = ("logits",)
+    elif api in (DENSE, SAFE, SMOOTHED):
+        array("labels")
+        names = ("logits", "labels")
+        if api == SAFE:
+            body.append("fn = optax.safe_softmax_cross_entropy")
+        elif api == DENSE:
+            body.append(f"fn = lambda logits, labels: optax.softmax_cross_entropy(logits, labels{along})")
+        else:
+            e = case.options["label_smoothing"]
+            body.append("fn = lambda logits, labels: optax.softmax_cross_entropy("
+                        f"logits, optax.smooth_labels(labels, {e!r}{along}){along})")
+    elif api == SPARSE:
+        array("labels")
+        ignore = case.options.get("ignore_index")
+        where = ""
+        if ignore is not None:
+            body.append(f"where = labels != {ignore!r}  # ignore_index, as the elements optax includes")
+            where = ", where=where"
+        body.append("fn = lambda logits: optax.softmax_cross_entropy_with_integer_labels("
+                    f"logits, labels=labels{along}{where})")
+        names = ("logits",)
+    else:
+        raise ValueError(f"unknown {api!r}")
+    if case.spec.grad_wrt:
+        body += [f"value, pullback = jax.vjp(fn, {', '.join(names)})",
+                 "g = pullback(jnp.ones_like(value))  # the gradient of sum(value)",
+                 "value = np.asarray(value)",
+                 "grads = {" + ", ".join(f"{n!r}: np.asarray(g[{k}])" for k, n in enumerate(names)) + "}"]
+    else:
+        body += [f"value = np.asarray(fn({', '.join(names)}))", "grads = {}"]
+    if not x64:
+        return "\n".join(head + body)
+    jax = _load()[0]  # the context manager the adapter uses, as this JAX spells it
+    if hasattr(jax, "enable_x64"):
+        ctx = "with jax.enable_x64(True):  # 64-bit types, for the calls in this block only"
+    else:
+        head.insert(2, "from jax.experimental import enable_x64")
+        ctx = "with enable_x64():  # 64-bit types, for the calls in this block only"
+    return "\n".join(head + [ctx] + ["    " + line for line in body])

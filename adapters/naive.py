@@ -69,6 +69,9 @@ class NaiveAdapter(Adapter):
         value = np.asarray(l).astype(out_dtype)
         return Output(value, {k: v.astype(out_dtype) for k, v in g.items()} if grads else {})
 
+    def repro(self, case: Case, api: str) -> str | None:
+        return repro_source(case, api) if api in self.apis(case) else None
+
 
 def _sigmoid(x):
     return 1 / (1 + np.exp(-x))
@@ -110,3 +113,77 @@ def _no_max_shift(x, labels, axis):
     mass = labels.sum(axis=axis, keepdims=True)
     l = (labels * (lse - x)).sum(axis=axis)
     return l, {"logits": mass * softmax - labels, "labels": lse - x}
+
+
+# -- reproducers -----------------------------------------------------------------------------------
+
+# The formulas above, as the snippet writes them out (x: logits, z: labels, in the working dtype).
+_SIGMOID_SOURCE = {
+    "textbook": ["s = 1 / (1 + np.exp(-x))",
+                 "l = z * -np.log(s) + (1 - z) * -np.log(1 - s)",
+                 "g = {'logits': s - z, 'labels': -np.log(s) + np.log(1 - s)}"],
+    "seed_unstable": ["e = np.exp(-x)",
+                      "l = x - x * z + np.log(1 + e)",
+                      "g = {'logits': 1 - z - e / (1 + e), 'labels': -x}"],
+    "no_log1p": ["e = np.exp(-np.abs(x))",
+                 "l = np.maximum(x, 0) - x * z + np.log(1 + e)",
+                 "g = {'logits': (x > 0).astype(x.dtype) - z - np.sign(x) * e / (1 + e), 'labels': -x}"],
+}
+
+# numpy has no bfloat16: the snippet rounds the float32 results to the nearest bfloat16 (ties to
+# even, as ml_dtypes' cast does) and keeps them in float32, the dtype named in ``dtypes``.
+_BF16_ROUND = '''\
+def round_to_bfloat16(a):  # float32 -> the nearest bfloat16 (ties to even), held in float32
+    a = np.asarray(a, dtype=np.float32)
+    b = a.view(np.uint32).astype(np.uint64)
+    r = ((b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000).astype(np.uint32).view(np.float32)
+    return np.where(np.isnan(a), a, r)
+'''
+
+
+def repro_source(case: Case, api: str) -> str:
+    """The snippet of a standalone reproducer (conformance/repro.py): the formula ``evaluate``
+    computes, written out in numpy."""
+    bf16 = case.dtype == "bfloat16"
+    work = "float32" if bf16 else case.dtype
+    lines = (_BF16_ROUND.splitlines() + [""]) if bf16 else []
+    lines.append(f"x = inputs['logits'].astype(np.{work})"
+                 + ("  # numpy's ufuncs have no bfloat16: computed in float32" if bf16 else ""))
+    if case["labels"].dtype.kind in "iu":
+        lines.append("labels = inputs['labels']")
+    else:
+        lines.append(f"{'z' if api in _SIGMOID_APIS else 'labels'} = inputs['labels'].astype(np.{work})")
+    lines.append("with np.errstate(all='ignore'):  # the flaw shows in the value, not as a warning")
+    if api in _SIGMOID_APIS:
+        body = list(_SIGMOID_SOURCE[api])
+    else:
+        axis = case.class_axis
+        body = ["ex = np.exp(x)  # no max shift",
+                f"total = ex.sum(axis={axis}, keepdims=True)",
+                "lse = np.log(total)",
+                "softmax = ex / total"]
+        if case["labels"].dtype.kind in "iu":
+            ndim, n = case["logits"].ndim, case["logits"].shape[axis]
+            shape = [-1 if i == axis else 1 for i in range(ndim)]
+            body += [f"y = np.expand_dims(labels, {axis})",
+                     f"onehot = (np.arange({n}).reshape({shape!r}) == y).astype(x.dtype)",
+                     f"l = np.squeeze(lse, {axis}) - (x * onehot).sum(axis={axis})",
+                     "g = {'logits': softmax - onehot}"]
+        else:
+            body += [f"mass = labels.sum(axis={axis}, keepdims=True)",
+                     f"l = (labels * (lse - x)).sum(axis={axis})",
+                     "g = {'logits': mass * softmax - labels, 'labels': lse - x}"]
+    reduction = case.options["reduction"]
+    if reduction == "sum":
+        body.append("l = l.sum()")
+    elif reduction == "mean":
+        body += [f"n = np.{work}(l.size)", "l = l.sum() / n", "g = {k: v / n for k, v in g.items()}"]
+    lines += ["    " + line for line in body]
+    if bf16:
+        lines += ["value = round_to_bfloat16(l)",
+                  "grads = {k: round_to_bfloat16(v) for k, v in g.items()}",
+                  "dtypes = {'value': 'bfloat16', **{k: 'bfloat16' for k in grads}}"]
+    else:
+        lines += [f"value = np.asarray(l).astype(np.{work})",
+                  f"grads = {{k: v.astype(np.{work}) for k, v in g.items()}}"]
+    return "\n".join(lines)

@@ -199,6 +199,9 @@ class _OnnxAdapter(Adapter):
             raise ValueError(f"{self.name} API {api!r} cannot express this {case.variant} case")
         return Output(np.asarray(self._run(g, _feeds(case, g))))
 
+    def repro(self, case: Case, api: str) -> str | None:
+        return repro_source(case, graph_of(case, api), self.name) if api in self.apis(case) else None
+
     def _has_kernel(self, api: str, dtype: str) -> bool:
         return True
 
@@ -249,3 +252,65 @@ class OnnxReferenceAdapter(_OnnxAdapter):
     def _run(self, g: Graph, feeds: dict) -> np.ndarray:
         with np.errstate(all="ignore"):  # numpy's warnings only; every value comes back as computed
             return _reference_evaluator(g).run(None, feeds)[0]
+
+
+# -- reproducers -----------------------------------------------------------------------------------
+
+def repro_source(case: Case, g: Graph, runtime: str) -> str:
+    """The snippet of a standalone reproducer (conformance/repro.py): ``build_model(g)`` written out
+    with ``onnx.helper`` (the same model, byte for byte), run as ``runtime`` ("onnxruntime" or
+    "onnx-reference") runs it."""
+    elem = f"TensorProto.{_ELEMENT_TYPES[g.dtype]}"
+    dims = [f"d{i}" for i in range(g.rank)]
+    runner = "import onnxruntime" if runtime == "onnxruntime" else "from onnx.reference import ReferenceEvaluator"
+    lines = ["import onnx", "from onnx import TensorProto, helper", runner, ""]
+    lines.append(f"inputs_info = [helper.make_tensor_value_info('logits', {elem}, {dims!r})]")
+    if g.api in (LOG_SOFTMAX, SOFTMAX):
+        lines.append(f"nodes = [helper.make_node({g.api!r}, ['logits'], ['out'], axis={g.axis!r})]")
+        out_dims = dims
+    else:
+        lines.append(f"inputs_info.append(helper.make_tensor_value_info('labels', TensorProto.INT64, "
+                     f"{dims[:1] + dims[2:]!r}))")
+        loss_inputs = ["labels"]
+        if g.class_weights:
+            lines.append("inputs_info.append(helper.make_tensor_value_info("
+                         f"'class_weights', {elem}, {dims[1:2]!r}))")
+            loss_inputs.append("class_weights")
+        attrs = f"reduction={g.reduction!r}"
+        if g.ignore_index is not None:
+            attrs += f", ignore_index={g.ignore_index!r}"
+        if g.api == SCE:
+            lines.append(f"nodes = [helper.make_node({SCE!r}, {['logits'] + loss_inputs!r}, ['out'], {attrs})]")
+        else:
+            lines += [f"nodes = [helper.make_node({LOG_SOFTMAX!r}, ['logits'], ['log_probs'], axis=1),",
+                      f"         helper.make_node('NegativeLogLikelihoodLoss', {['log_probs'] + loss_inputs!r}, "
+                      f"['out'], {attrs})]"]
+        out_dims = dims[:1] + dims[2:] if g.reduction == "none" else []
+    lines += [f"graph = helper.make_graph(nodes, 'xent', inputs_info, "
+              f"[helper.make_tensor_value_info('out', {elem}, {out_dims!r})])",
+              f"opsets = [helper.make_opsetid('', {OPSET})]",
+              "model = helper.make_model(graph, opset_imports=opsets, "
+              "ir_version=helper.find_min_ir_version_for(opsets), producer_name='xent')",
+              "onnx.checker.check_model(model, full_check=True)", ""]
+    names = ["logits"] if g.api in (LOG_SOFTMAX, SOFTMAX) else ["logits", "labels"]
+    if g.class_weights:
+        names.append("class_weights")
+    if g.dtype == "bfloat16":  # float32 holders -> the bfloat16 arrays the adapter feeds, bit for bit
+        lines += ["def bfloat16(a):  # float32 holding bfloat16 values -> onnx's numpy bfloat16 array",
+                  "    bf16 = helper.tensor_dtype_to_np_dtype(TensorProto.BFLOAT16)",
+                  "    return (a.view(np.uint32) >> 16).astype(np.uint16).view(bf16)", ""]
+    feed = {n: f"inputs[{n!r}]" if n == "labels" or g.dtype != "bfloat16" else f"bfloat16(inputs[{n!r}])"
+            for n in names}
+    lines.append("feeds = {" + ", ".join(f"{n!r}: {v}" for n, v in feed.items()) + "}")
+    if runtime == "onnxruntime":
+        lines += ["options = onnxruntime.SessionOptions()",
+                  "options.intra_op_num_threads = 1  # as the adapter runs it; no effect on the values",
+                  "options.log_severity_level = 4",
+                  "session = onnxruntime.InferenceSession(model.SerializeToString(), options, "
+                  "providers=['CPUExecutionProvider'])",
+                  "value = np.asarray(session.run(None, feeds)[0])"]
+    else:
+        lines += ["with np.errstate(all='ignore'):  # numpy's warnings only",
+                  "    value = np.asarray(ReferenceEvaluator(model).run(None, feeds)[0])"]
+    lines.append("grads = {}  # no gradients: inference only")
+    return "\n".join(lines)

@@ -102,6 +102,9 @@ class SklearnAdapter(Adapter):
             return _log_loss(case)
         return _raw_loss(case, api.split(".", 1)[1], grads)
 
+    def repro(self, case: Case, api: str) -> str | None:
+        return repro_source(case, api) if api in self.apis(case) else None
+
     def contract(self, case: Case, api: str) -> Contract | None:
         if api != LOG_LOSS or _version() < (1, 3):  # before 1.3 eps was a fixed 1e-15: not declared
             return None
@@ -196,3 +199,81 @@ def _raw_loss(case: Case, method: str, grads: bool) -> Output:
         value, g = obj.loss_gradient(y_true, raw, sample_weight=sample_weight)
     out = {"logits": back(np.asarray(g))} if grads and g is not None else {}
     return Output(np.asarray(value).reshape(unit_shape), out)
+
+
+# -- reproducers -----------------------------------------------------------------------------------
+
+def repro_source(case: Case, api: str) -> str:
+    """The snippet of a standalone reproducer (conformance/repro.py): the call ``evaluate`` makes."""
+    if api == LOG_LOSS:
+        return _log_loss_source(case)
+    return _raw_loss_source(case, api.split(".", 1)[1])
+
+
+def _log_loss_source(case: Case) -> str:
+    lines = ["from sklearn.metrics import log_loss"]
+    names = list(case.inputs)
+    if case.dtype == "bfloat16":
+        # The adapter passes bfloat16 arrays (sklearn converts the probabilities to float64, and
+        # rejects bfloat16 sample weights): only ml_dtypes gives numpy a bfloat16 to pass the same.
+        lines += ["import ml_dtypes  # numpy's bfloat16: the arrays the adapter passed are bfloat16", "",
+                  "def bfloat16(a):  # float32 holding bfloat16 values -> the bfloat16 array, bit for bit",
+                  "    return (a.view(np.uint32) >> 16).astype(np.uint16).view(ml_dtypes.bfloat16)", ""]
+        lines += [f"{name} = bfloat16(inputs[{name!r}])" for name in names]
+    else:
+        lines += ["", f"{', '.join(names)} = {', '.join(f'inputs[{n!r}]' for n in names)}"]
+    if case.variant == "bce_probs":
+        lines += ["y_proba = probs.reshape(-1)",
+                  "y_true = labels.astype(np.float64).reshape(-1).astype(np.int64)  # class ids"]
+        n_classes = 2
+    else:
+        n_classes, axis = case["probs"].shape[case.class_axis], case.class_axis
+        lines += [f"y_proba = np.moveaxis(probs, {axis}, -1).reshape(-1, {n_classes})",
+                  f"y_true = np.argmax(np.moveaxis(labels, {axis}, -1).reshape(-1, {n_classes}), axis=1)"
+                  "  # one-hot rows -> class ids"]
+    weight = "weights.reshape(-1)" if "weights" in case.inputs else "None"
+    normalize = case.options["reduction"] != "sum"
+    lines += [f"value = np.asarray(log_loss(y_true, y_proba, normalize={normalize}, sample_weight={weight}, "
+              f"labels={list(range(n_classes))!r}))",
+              "grads = {}"]
+    return "\n".join(lines)
+
+
+def _raw_loss_source(case: Case, method: str) -> str:
+    cls = _LOSS_CLASSES[case.variant]
+    x = case["logits"]
+    lines = [f"from sklearn._loss.loss import {cls}  # private: the loss sklearn's estimators train with", ""]
+    if case.variant == "sigmoid_bce_logits":
+        lines += [f"obj = {cls}()",
+                  "raw = np.ascontiguousarray(inputs['logits'].reshape(-1))",
+                  "y_true = np.ascontiguousarray(inputs['labels'].reshape(-1))"]
+        back = f".reshape({tuple(x.shape)!r})"
+        moved_shape = None
+    else:
+        n_classes, axis = x.shape[case.class_axis], case.class_axis
+        moved_shape = tuple(np.moveaxis(x, axis, -1).shape)
+        lines += [f"obj = {cls}(n_classes={n_classes})",
+                  f"raw = np.ascontiguousarray(np.moveaxis(inputs['logits'], {axis}, -1)"
+                  f".reshape(-1, {n_classes}))",
+                  "y_true = np.ascontiguousarray(inputs['labels'].reshape(-1).astype("
+                  f"np.{x.dtype.name}))  # class ids as floats"]
+    weight = "None"
+    if "weights" in case.inputs:
+        lines.append("sample_weight = np.ascontiguousarray(inputs['weights'].reshape(-1))")
+        weight = "sample_weight"
+    unit_shape = tuple(case["labels"].shape)
+    if method == "__call__":
+        lines += [f"value = np.asarray(obj(y_true, raw, sample_weight={weight}))", "grads = {}"]
+        return "\n".join(lines)
+    if method == "loss":
+        lines += [f"value = obj.loss(y_true, raw, sample_weight={weight})",
+                  f"g = obj.gradient(y_true, raw, sample_weight={weight})"]
+    else:
+        lines.append(f"value, g = obj.loss_gradient(y_true, raw, sample_weight={weight})")
+    lines.append(f"value = np.asarray(value).reshape({unit_shape!r})")
+    if moved_shape is None:
+        lines.append(f"grads = {{'logits': np.asarray(g){back}}}")
+    else:
+        lines.append(f"grads = {{'logits': np.moveaxis(np.asarray(g).reshape({moved_shape!r}), -1, "
+                     f"{case.class_axis})}}")
+    return "\n".join(lines)
