@@ -17,6 +17,9 @@ Translations, each exact:
   "sum_over_batch_size" when no kept target has weight zero.
 - Not expressible: ``pos_weight``, ``class_weights``, label smoothing of integer labels, and
   (tf_keras) a class axis other than the last for integer labels.
+
+The reproducers (``repro``, conformance/repro.py) are written in the parent, without the framework:
+what the worker does, ``KERAS_BACKEND`` set before keras is imported.
 """
 from __future__ import annotations
 
@@ -54,26 +57,17 @@ def _kept(case: Case) -> np.ndarray | None:
     return case["labels"] != ignore
 
 
-class _KerasImpl(Adapter):
-    """Keras 3 on the backend this process imported it with."""
+class _Flavour:
+    """What Keras 3's loss classes express and the arguments they get, framework-free: shared by the
+    in-process adapter (in the worker) and the reproducers (written in the parent)."""
 
+    #: the package that has the loss classes
+    module = "keras"
     #: Keras 3's reduction that divides by the sum of the sample weights (None: it has none).
     weighted_mean_reduction: str | None = "mean_with_sample_weight"
     #: whether SparseCategoricalCrossentropy takes an ``axis``
     sparse_axis = True
 
-    def __init__(self):
-        import keras
-
-        self.keras = keras
-        self.backend = keras.backend.backend()
-        self._run = {"tensorflow": _run_tf, "jax": _run_jax, "torch": _run_torch}[self.backend]
-
-    def available(self) -> tuple[bool, str]:
-        backend = __import__(self.backend)
-        return True, f"keras {self.keras.__version__}, {self.backend} {backend.__version__}"
-
-    # -- what it can express --------------------------------------------------------------------
     def apis(self, case: Case) -> list[str]:
         if case.variant not in _LOSSES or "pos_weight" in case.inputs or "class_weights" in case.inputs:
             return []
@@ -97,6 +91,44 @@ class _KerasImpl(Adapter):
             all_nonzero = w is None or bool(np.all(w[kept] != 0 if kept is not None else w != 0))
             return "sum_over_batch_size" if all_nonzero else None
         return None
+
+    def loss_arguments(self, case: Case) -> tuple[str, dict, str, list[str]]:
+        """(the loss class's name, its keyword arguments, the prediction input, the inputs whose
+        gradient is taken) for a case ``apis`` expresses."""
+        cls, from_logits = _LOSSES[case.variant]
+        kwargs = {"from_logits": from_logits, "reduction": self._reduction(case)}
+        if case.variant == "softmax_ce_sparse":
+            kwargs["ignore_class"] = case.options["ignore_index"]
+            if self.sparse_axis:
+                kwargs["axis"] = case.options["axis"]
+        else:
+            kwargs["label_smoothing"] = case.options["label_smoothing"]
+            if case.variant not in _BINARY:
+                kwargs["axis"] = case.options["axis"]
+        pred = "probs" if "probs" in case.inputs else "logits"
+        wrt = [pred] + (["labels"] if "labels" in case.spec.grad_wrt else [])
+        return cls, kwargs, pred, wrt
+
+
+class _TfKerasFlavour(_Flavour):
+    module = "tf_keras"
+    weighted_mean_reduction = None
+    sparse_axis = False
+
+
+class _KerasImpl(_Flavour, Adapter):
+    """Keras 3 on the backend this process imported it with."""
+
+    def __init__(self):
+        import keras
+
+        self.keras = keras
+        self.backend = keras.backend.backend()
+        self._run = {"tensorflow": _run_tf, "jax": _run_jax, "torch": _run_torch}[self.backend]
+
+    def available(self) -> tuple[bool, str]:
+        backend = __import__(self.backend)
+        return True, f"keras {self.keras.__version__}, {self.backend} {backend.__version__}"
 
     # -- documented deviations ------------------------------------------------------------------
     def epsilon(self) -> float:
@@ -127,23 +159,12 @@ class _KerasImpl(Adapter):
     def evaluate(self, case: Case, api: str, grads: bool = True) -> Output:
         if api not in self.apis(case):
             raise ValueError(f"{api!r} cannot express {case!r}")
-        cls, from_logits = _LOSSES[case.variant]
-        kwargs = {"from_logits": from_logits, "reduction": self._reduction(case)}
-        pred = "probs" if "probs" in case.inputs else "logits"
+        cls, kwargs, pred, wrt = self.loss_arguments(case)
         y_pred, y_true = case[pred], case["labels"]
         binary = case.variant in _BINARY
         if binary:
             y_pred, y_true = y_pred[..., None], y_true[..., None]
-        if case.variant == "softmax_ce_sparse":
-            kwargs["ignore_class"] = case.options["ignore_index"]
-            if self.sparse_axis:
-                kwargs["axis"] = case.options["axis"]
-        else:
-            kwargs["label_smoothing"] = case.options["label_smoothing"]
-            if not binary:
-                kwargs["axis"] = case.options["axis"]
         loss = self.loss_class(cls)(**kwargs)
-        wrt = [pred] + (["labels"] if "labels" in case.spec.grad_wrt else [])
         arrays = {pred: y_pred, "labels": y_true, "weights": case.get("weights")}
         value, g = self._run(loss, arrays, wrt if grads else [], pred)
         if binary:
@@ -151,11 +172,8 @@ class _KerasImpl(Adapter):
         return Output(value, g)
 
 
-class _TfKerasImpl(_KerasImpl):
+class _TfKerasImpl(_TfKerasFlavour, _KerasImpl):
     """tf_keras (Keras 2): computes in the dtype of y_pred, and logs p + epsilon in BCE."""
-
-    weighted_mean_reduction = None
-    sparse_axis = False
 
     def __init__(self):
         import tf_keras
@@ -259,9 +277,100 @@ def _from_torch(t) -> np.ndarray:
     return t.numpy()
 
 
+# -- reproducers -----------------------------------------------------------------------------------
+
+def _literal(v) -> str:
+    """``v`` as a Python literal that evaluates to exactly ``v``."""
+    if isinstance(v, float) and not np.isfinite(v):
+        return f"float({str(v)!r})"
+    return repr(v)
+
+
+def repro_source(case: Case, flavour: _Flavour, backend: str) -> str:
+    """The snippet of a standalone reproducer (conformance/repro.py): what the worker's ``evaluate``
+    does for ``case``, with ``flavour``'s package (keras or tf_keras) on ``backend``."""
+    cls, kwargs, pred, wrt = flavour.loss_arguments(case)
+    binary = case.variant in _BINARY
+    bf16 = case.dtype == "bfloat16"
+    module = flavour.module
+    lines = ["import os", ""]
+    if module == "keras":
+        lines.append(f'os.environ["KERAS_BACKEND"] = "{backend}"  # Keras fixes its backend when imported')
+    if backend == "tensorflow":
+        lines.append('os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # logging only')
+    lines.append(f"import {module}")
+    lines += {"tensorflow": ["import tensorflow as tf"], "jax": ["import jax", "import jax.numpy as jnp"],
+              "torch": ["import torch"]}[backend]
+    lines.append("")
+    if bf16:
+        lines.append("# numpy has no bfloat16: the float32 arrays' top 16 bits are the case's bfloat16 bits exactly")
+        bits = "(a.view(np.uint32) >> 16).astype(np.uint16)"
+        lines.append("bfloat16 = lambda a: " + {
+            "tensorflow": f"{bits}.view(tf.bfloat16.as_numpy_dtype)",
+            "jax": f"{bits}.view(jnp.bfloat16)",
+            "torch": f"torch.from_numpy({bits}.view(np.int16)).view(torch.bfloat16)",
+        }[backend])
+    args = ", ".join(f"{k}={_literal(v)}" for k, v in kwargs.items())
+    lines.append(f"loss = {module}.losses.{cls}({args})")
+    if binary:
+        lines.append(f"# {cls} averages over the last axis: a trailing axis of size 1 makes it the element itself")
+    names = [pred, "labels", "weights"]
+    for n in names:
+        if n not in case.inputs:
+            lines.append(f"{n} = None")
+            continue
+        a = f"inputs[{n!r}]" + ("[..., None]" if binary and n != "weights" else "")
+        float_bf16 = bf16 and case[n].dtype.kind not in "iu"
+        if backend == "torch":
+            lines.append(f"{n} = bfloat16({a})" if float_bf16 else f"{n} = torch.from_numpy({a}.copy())")
+        else:
+            a = f"bfloat16({a})" if float_bf16 else a
+            lines.append(f"{n} = {'tf.constant' if backend == 'tensorflow' else 'jnp.asarray'}({a})")
+    call = f"loss(labels, {pred}, sample_weight=weights)"
+    trailing = "[..., 0]" if binary else ""
+    wrt_list = ", ".join(wrt)
+    if backend == "tensorflow":
+        lines += ["with tf.GradientTape() as tape:"] + [f"    tape.watch({n})" for n in wrt]
+        lines += [f"    out = {call}", "    total = tf.reduce_sum(out)",
+                  f"g = tape.gradient(total, [{wrt_list}])", "value = out.numpy()",
+                  f"grads = {{n: gi.numpy(){trailing} for n, gi in zip({wrt!r}, g) if gi is not None}}"]
+    elif backend == "jax":
+        lines += ["", f"def total({wrt_list}):", f"    out = {call}", "    return jnp.sum(out), out", "",
+                  f"(_, out), g = jax.value_and_grad(total, argnums={tuple(range(len(wrt)))!r}, has_aux=True)"
+                  f"({wrt_list})",
+                  "value = np.asarray(out)",
+                  "grads = {" + ", ".join(f"{n!r}: np.asarray(g[{k}]){trailing}" for k, n in enumerate(wrt)) + "}"]
+    else:
+        lines += [f"{n}.requires_grad_(True)" for n in wrt]
+        lines += [f"out = {call}", "out.sum().backward()"]
+        pairs = "[" + ", ".join(f"({n!r}, {n})" for n in wrt) + "]"
+        if bf16:
+            lines += ["", "", "def to_numpy(name, t):  # numpy has no bfloat16: exactly as float32, the dtype noted",
+                      "    t = t.detach().cpu()", "    if t.dtype == torch.bfloat16:",
+                      "        dtypes[name] = 'bfloat16'", "        return t.float().numpy()", "    return t.numpy()",
+                      "", "", "value = to_numpy('value', out)",
+                      f"grads = {{n: to_numpy(n, x.grad){trailing} for n, x in {pairs} if x.grad is not None}}"]
+        else:
+            lines += ["value = out.detach().cpu().numpy()",
+                      f"grads = {{n: x.grad.detach().cpu().numpy(){trailing} for n, x in {pairs}"
+                      " if x.grad is not None}"]
+    return "\n".join(lines)
+
+
 # -- the registered adapters: each a worker with its backend ---------------------------------------
 
-class KerasTensorFlowAdapter(WorkerAdapter):
+class _KerasWorkerAdapter(WorkerAdapter):
+    """A Keras adapter served by a worker; its reproducers are written here, without the framework."""
+
+    flavour: _Flavour = _Flavour()
+    backend = "tensorflow"
+
+    def repro(self, case: Case, api: str) -> str | None:
+        # flavour.apis is what the worker's apis answers (the same method), asked without a worker
+        return repro_source(case, self.flavour, self.backend) if api in self.flavour.apis(case) else None
+
+
+class KerasTensorFlowAdapter(_KerasWorkerAdapter):
     name = "keras-tensorflow"
     description = "Keras 3 loss classes on the TensorFlow backend, in a worker process"
     target = "adapters.keras_adapter:_KerasImpl"
@@ -269,24 +378,28 @@ class KerasTensorFlowAdapter(WorkerAdapter):
     requires = ("keras", "tensorflow")
 
 
-class KerasJaxAdapter(WorkerAdapter):
+class KerasJaxAdapter(_KerasWorkerAdapter):
     name = "keras-jax"
+    slow = True  # JAX underneath: every new shape compiles
     description = "Keras 3 loss classes on the JAX backend (64-bit off, its default), in a worker process"
     target = "adapters.keras_adapter:_KerasImpl"
     env = {"KERAS_BACKEND": "jax"}
     requires = ("keras", "jax")
+    backend = "jax"
 
 
-class KerasTorchAdapter(WorkerAdapter):
+class KerasTorchAdapter(_KerasWorkerAdapter):
     name = "keras-torch"
     description = "Keras 3 loss classes on the PyTorch backend, in a worker process"
     target = "adapters.keras_adapter:_KerasImpl"
     env = {"KERAS_BACKEND": "torch"}
     requires = ("keras", "torch")
+    backend = "torch"
 
 
-class TfKerasAdapter(WorkerAdapter):
+class TfKerasAdapter(_KerasWorkerAdapter):
     name = "tf_keras"
     description = "tf_keras (Keras 2) loss classes on TensorFlow, in a worker process"
     target = "adapters.keras_adapter:_TfKerasImpl"
     requires = ("tf_keras", "tensorflow")
+    flavour = _TfKerasFlavour()

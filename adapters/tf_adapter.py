@@ -17,7 +17,9 @@ What the APIs express (anything else is not applicable):
   ``sum_over_nonzero_weights`` -> SUM_BY_NONZERO_WEIGHTS. ``sigmoid_cross_entropy`` smooths labels
   towards 1/2 and ``softmax_cross_entropy`` towards 1/C, as the variants do. No class weights.
 
-TensorFlow is imported on first use, once per process (the import takes seconds).
+TensorFlow is imported on first use, once per process (the import takes seconds). ``repro`` writes
+the call ``evaluate`` makes, tape and ``tf.function`` included, as a standalone snippet
+(conformance/repro.py).
 """
 from __future__ import annotations
 
@@ -228,6 +230,9 @@ class TensorFlowAdapter(Adapter):
         out, g = run(*(tf.constant(case.inputs[n]) for n in names))
         return Output(out.numpy(), {n: gi.numpy() for n, gi in g.items()})
 
+    def repro(self, case: Case, api: str) -> str | None:
+        return repro_source(case, api, self.jit_compile) if api in self.apis(case) else None
+
     def contract(self, case: Case, api: str) -> Contract | None:
         if api != "tf.compat.v1.losses.log_loss":
             return None
@@ -239,6 +244,7 @@ class TensorFlowAdapter(Adapter):
 
 class TensorFlowXLAAdapter(TensorFlowAdapter):
     name = "tensorflow-xla"
+    slow = True  # jit_compile: every new shape compiles
     description = "the same TensorFlow APIs inside tf.function(jit_compile=True), compiled by XLA"
     jit_compile = True
 
@@ -252,3 +258,106 @@ class TensorFlowXLAAdapter(TensorFlowAdapter):
             "invalid-labels-give-nan-rows", _SPARSE_URL,
             "a class id outside [0, C) gives a NaN loss and gradient row instead of an error (documented for "
             "GPU; XLA compiles the same way on CPU)", {"nan_invalid_rows": True})
+
+
+# -- reproducers -----------------------------------------------------------------------------------
+# The call each API makes, as source: each input is in a variable of its name (`inputs_` for the
+# input called "inputs", which would shadow the reproducer's `inputs`), options are literals.
+
+def _var(name: str) -> str:
+    return "inputs_" if name == "inputs" else name
+
+
+def _literal(v) -> str:
+    """``v`` as a Python literal that evaluates to exactly ``v``."""
+    if isinstance(v, float) and not np.isfinite(v):
+        return f"float({str(v)!r})"
+    return repr(v)
+
+
+def _v1_source(case: Case) -> str:
+    weights = _var("weights") if "weights" in case.inputs else "1.0"
+    return f"weights={weights}, reduction=tf.compat.v1.losses.Reduction.{_V1_REDUCTION[case.options['reduction']]}"
+
+
+def _sampled_source(case: Case) -> str:
+    v = {n: _var(n) for n in case.inputs}
+    return (f"weights={v['embeddings']}, biases={v['biases']}, labels={v['labels']}, inputs={v['inputs']}, "
+            f"num_sampled={case['sampled'].shape[0]}, num_classes={case['embeddings'].shape[0]}, "
+            f"num_true={case['labels'].shape[1]}, "
+            f"sampled_values=({v['sampled']}, {v['true_expected_count']}, {v['sampled_expected_count']}), "
+            f"remove_accidental_hits={case.options['remove_accidental_hits']!r}")
+
+
+def _call_source(case: Case, api: str) -> str:
+    """The source of ``APIS[api].call`` on ``case``, options written in as literals."""
+    o = {k: _literal(v) for k, v in case.options.items()}
+    if api == "tf.nn.sigmoid_cross_entropy_with_logits":
+        args = "labels=labels, logits=logits"
+    elif api == "tf.nn.weighted_cross_entropy_with_logits":
+        args = "labels=labels, logits=logits, pos_weight=pos_weight"
+    elif api == "tf.compat.v1.losses.sigmoid_cross_entropy":
+        args = (f"multi_class_labels=labels, logits=logits, label_smoothing={o['label_smoothing']}, "
+                f"{_v1_source(case)}")
+    elif api == "tf.nn.softmax_cross_entropy_with_logits":
+        args = f"labels=labels, logits=logits, axis={o['axis']}"
+    elif api == "tf.compat.v1.nn.softmax_cross_entropy_with_logits":
+        args = f"labels=labels, logits=logits, dim={o['axis']}"
+    elif api == "tf.compat.v1.losses.softmax_cross_entropy":
+        args = (f"onehot_labels=labels, logits=logits, label_smoothing={o['label_smoothing']}, "
+                f"{_v1_source(case)}")
+    elif api == "tf.nn.sparse_softmax_cross_entropy_with_logits":
+        args = "labels=labels, logits=logits"
+    elif api == "tf.compat.v1.losses.sparse_softmax_cross_entropy":
+        args = f"labels=labels, logits=logits, {_v1_source(case)}"
+    elif api == "tf.compat.v1.losses.log_loss":
+        args = f"labels=labels, predictions=probs, {_v1_source(case)}"
+    elif api in ("tf.nn.log_softmax", "tf.nn.softmax"):
+        args = f"logits, axis={o['axis']}"
+    elif api in ("tf.nn.sampled_softmax_loss", "tf.nn.nce_loss"):
+        args = _sampled_source(case)
+    else:
+        raise ValueError(f"no reproducer for {api!r}")
+    return f"{api}({args})"
+
+
+def repro_source(case: Case, api: str, jit_compile: bool) -> str:
+    """The snippet of a standalone reproducer (conformance/repro.py): the call ``evaluate`` makes,
+    eager or inside ``tf.function(jit_compile=True)``, and its gradients from the same tape."""
+    names = sorted(case.inputs)
+    wrt = [n for n in case.spec.grad_wrt if n in case.inputs]
+    lines = ['import os', '', 'os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as xent does: logging only',
+             'import tensorflow as tf', '']
+    if case.dtype == "bfloat16":
+        lines += ["# numpy has no bfloat16: the float32 arrays' top 16 bits are the case's bfloat16 bits exactly",
+                  "bfloat16 = lambda a: (a.view(np.uint32) >> 16).astype(np.uint16).view(tf.bfloat16.as_numpy_dtype)"]
+    for n in names:
+        float_bf16 = case.dtype == "bfloat16" and case[n].dtype.kind not in "iu"
+        lines.append(f"{_var(n)} = tf.constant({f'bfloat16(inputs[{n!r}])' if float_bf16 else f'inputs[{n!r}]'})")
+    body = ["with tf.GradientTape(watch_accessed_variables=False) as tape:"]
+    body += [f"    tape.watch({_var(n)})" for n in wrt]
+    body += [f"    out = {_call_source(case, api)}", "    total = tf.reduce_sum(out)"]
+    wrt_list = "[" + ", ".join(_var(n) for n in wrt) + "]"
+    names_list = "[" + ", ".join(repr(n) for n in wrt) + "]"
+    args = ", ".join(_var(n) for n in names)
+    if jit_compile:
+        lines += ["", "", "@tf.function(jit_compile=True)", f"def forward_backward({args}):"]
+        lines += ["    " + line for line in body]
+        if wrt:
+            lines += [f"    g = tape.gradient(total, {wrt_list})",
+                      "    # None: the API stops the gradient into that input",
+                      f"    return out, {{n: gi for n, gi in zip({names_list}, g) if gi is not None}}"]
+        else:
+            lines.append("    return out, {}")
+        lines += ["", "", f"out, g = forward_backward({args})",
+                  "value = out.numpy()", "grads = {n: gi.numpy() for n, gi in g.items()}"]
+    else:
+        lines += body
+        lines.append("value = out.numpy()")
+        if wrt:
+            lines += [f"g = tape.gradient(total, {wrt_list})",
+                      "# None: the API stops the gradient into that input",
+                      f"grads = {{n: gi.numpy() for n, gi in zip({names_list}, g) if gi is not None}}"]
+        else:
+            lines.append("grads = {}")
+    return "\n".join(lines)
