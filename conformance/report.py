@@ -105,7 +105,11 @@ def attach_repros(doc: dict, adapters_by_name: dict) -> dict[str, str]:
                 src = None
                 d["message"] = (d["message"] + f" [no reproducer: {type(e).__name__}: {e}]").strip()
         if src is not None:
-            path = f"repro/{m['case_id']}.py"
+            path = f"repro/{m['case_id']}.py"  # a case several cells diverge on: -2, -3, ... after it
+            k = 1
+            while path in sources:
+                k += 1
+                path = f"repro/{m['case_id']}-{k}.py"
             sources[path] = src
             d["repro"] = path
         else:

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""xent reproducer: tensorflow-xla / tf.nn.sampled_softmax_loss: sampled_softmax float32, verdict raised.
+
+`tensorflow-xla/tf.nn.sampled_softmax_loss` sampled_softmax float32: raised — raised
+`InvalidArgumentError: Detected unsupported operations when trying to compile graph __inference_
+function_16543[_XlaMustCompile=true,config_proto=13561319589895757934,executor_type=111603181540
+34397263] on XLA_CPU_JIT: ComputeAccidentalHits (No registered 'ComputeAccidentalHits' OpKernel
+for XLA_CPU_J` where the loss is defined (inputs=[-1, 0.5, 0, 0, … (6 values)], embeddings=[1,
+0, 0, 0, … (15 values)], biases=[0, 0.5, -0.5, 1, … (5 values)], z=[1, 3], sampled=[1, 4, 2],
+true_expected_count=[0.5, 0.25], sampled_expected_count=[0.5, 0.75, 0.25]) [case
+133ccf48b270ee4e]
+
+Case 133ccf48b270ee4e (options: sampled_softmax with an accidental hit (sampled id 1 is row 0's true id), remove_accidental_hits=True (tf.nn.sampled_softmax_loss with injected sampled_values); shrunk). Needs only numpy and the framework (tensorflow-xla 2.21.0).
+Run: python 133ccf48b270ee4e.py        (exit 0: the divergence reproduced; 1: it did not)
+     python 133ccf48b270ee4e.py --json (every output element as hex)
+"""
+import json
+import sys
+
+import numpy as np
+
+DTYPE = 'float32'
+VERDICT = 'raised'
+QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) w.r.t. an input
+INDEX = None  # the element xent reported (None: the whole output)
+RECORDED = None  # what xent saw the call return there (float.hex of the value; None: no number)
+TRUTH = None  # the certified, correctly rounded value in float32 (float.hex)
+MESSAGE = "InvalidArgumentError: Detected unsupported operations when trying to compile graph __inference_function_16543[_XlaMustCompile=true,config_proto=13561319589895757934,executor_type=11160318154034397263] on XLA_CPU_JIT: ComputeAccidentalHits (No registered 'ComputeAccidentalHits' OpKernel for XLA_CPU_J"
+
+
+def _array(tokens, shape, dtype):
+    """Bit-exact inputs: float.hex strings (or ints) into an array of the case dtype; a NaN other
+    than the canonical one is "nan:<its bit pattern in the dtype>"."""
+    if dtype == "int64":
+        return np.array(tokens, dtype=np.int64).reshape(shape)
+    # bfloat16 has no numpy dtype: float32 holds every bfloat16 value exactly (its bits << 16).
+    np_dtype = {"float16": np.float16, "float32": np.float32, "bfloat16": np.float32,
+                "float64": np.float64}[dtype]
+    uint = {"float16": np.uint16, "float32": np.uint32, "bfloat16": np.uint32, "float64": np.uint64}[dtype]
+    out = np.empty(len(tokens), dtype=np_dtype)
+    for k, t in enumerate(tokens):
+        if t.startswith("nan:"):
+            bits = int(t[4:], 16) << (16 if dtype == "bfloat16" else 0)
+            out[k] = np.array([bits], dtype=uint).view(np_dtype)[0]
+        else:
+            out[k] = float.fromhex(t)
+    return out.reshape(shape)
+
+
+inputs = {
+    'biases': _array([
+        "0x0.0p+0", "0x1.0000000000000p-1", "-0x1.0000000000000p-1", "0x1.0000000000000p+0", "0x0.0p+0"
+    ], (5,), 'float32'),
+    'embeddings': _array([
+        "0x1.0000000000000p+0", "0x0.0p+0", "0x0.0p+0", "0x0.0p+0", "0x1.0000000000000p+0", "0x0.0p+0",
+        "0x0.0p+0", "0x0.0p+0", "0x1.0000000000000p+0", "0x1.0000000000000p+0", "0x1.0000000000000p+0",
+        "0x0.0p+0", "-0x1.0000000000000p+0", "0x0.0p+0", "0x1.0000000000000p+0"
+    ], (5, 3), 'float32'),
+    'inputs': _array([
+        "-0x1.0000000000000p+0", "0x1.0000000000000p-1", "0x0.0p+0", "0x0.0p+0",
+        "-0x1.0000000000000p+0", "0x1.0000000000000p+0"
+    ], (2, 3), 'float32'),
+    'labels': _array([1, 3], (2, 1), 'int64'),
+    'sampled': _array([1, 4, 2], (3,), 'int64'),
+    'sampled_expected_count': _array(["0x1.0000000000000p-1", "0x1.8000000000000p-1", "0x1.0000000000000p-2"], (3,), 'float32'),
+    'true_expected_count': _array(["0x1.0000000000000p-1", "0x1.0000000000000p-2"], (2, 1), 'float32'),
+}
+
+
+def call(inputs):
+    dtypes = {}
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as xent does: logging only
+    import tensorflow as tf
+
+    biases = tf.constant(inputs['biases'])
+    embeddings = tf.constant(inputs['embeddings'])
+    inputs_ = tf.constant(inputs['inputs'])
+    labels = tf.constant(inputs['labels'])
+    sampled = tf.constant(inputs['sampled'])
+    sampled_expected_count = tf.constant(inputs['sampled_expected_count'])
+    true_expected_count = tf.constant(inputs['true_expected_count'])
+
+
+    @tf.function(jit_compile=True)
+    def forward_backward(biases, embeddings, inputs_, labels, sampled, sampled_expected_count, true_expected_count):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            out = tf.nn.sampled_softmax_loss(weights=embeddings, biases=biases, labels=labels, inputs=inputs_, num_sampled=3, num_classes=5, num_true=1, sampled_values=(sampled, true_expected_count, sampled_expected_count), remove_accidental_hits=True)
+            total = tf.reduce_sum(out)
+        return out, {}
+
+
+    out, g = forward_backward(biases, embeddings, inputs_, labels, sampled, sampled_expected_count, true_expected_count)
+    value = out.numpy()
+    grads = {n: gi.numpy() for n, gi in g.items()}
+    return value, grads, dtypes
+
+
+def _hex(x):
+    return float(np.asarray(x, dtype=np.float64)).hex()
+
+
+def _same(a, b):
+    """The same number (NaN matches NaN; -0.0 does not match 0.0)."""
+    return (np.isnan(a) and np.isnan(b)) or (a == b and np.signbit(a) == np.signbit(b))
+
+
+def main():
+    try:
+        value, grads, dtypes = call(inputs)
+    except Exception as e:  # the verdict "raised" is an exception where the truth is defined
+        print(f"the call raised {type(e).__name__}: {e}")
+        if "--json" in sys.argv:
+            print(json.dumps({"raised": type(e).__name__}))
+        ok = VERDICT == "raised"
+        print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+        return 0 if ok else 1
+    if "--json" in sys.argv:
+        out = {"value": _dump(value, dtypes.get("value")),
+               "grads": {k: _dump(g, dtypes.get(k)) for k, g in grads.items()}}
+        print(json.dumps(out))
+        return 0
+    got = value if QUANTITY == "value" else grads.get(QUANTITY[5:])
+    if got is None:
+        print(f"the call returned no {QUANTITY}")
+        return 1
+    got = np.asarray(got)
+    got_dtype = dtypes.get("value" if QUANTITY == "value" else QUANTITY[5:], got.dtype.name)
+    print(f"returned {QUANTITY}: dtype {got_dtype}, shape {list(got.shape)}")
+    if VERDICT == "raised":
+        print("expected an exception (" + MESSAGE + "), but the call returned")
+        return 1
+    if VERDICT in ("dtype", "shape"):
+        print(MESSAGE)
+        ok = (VERDICT == "dtype" and got_dtype != DTYPE) or (VERDICT == "shape" and MESSAGE.startswith(
+            f"returned shape {list(got.shape)}"))
+    else:
+        element = got.reshape(-1)[0] if INDEX is None and got.size else got[tuple(INDEX or ())]
+        here = _hex(element)
+        where = "" if INDEX is None else f" at {tuple(INDEX)}"
+        print(f"{QUANTITY}{where}: returned {here} ({float.fromhex(here)!r})")
+        if TRUTH is not None:
+            print(f"{QUANTITY}{where}: certified truth {TRUTH} ({float.fromhex(TRUTH)!r}) in {DTYPE}")
+        ok = RECORDED is not None and _same(float.fromhex(here), float.fromhex(RECORDED))
+    print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+    return 0 if ok else 1
+
+
+def _dump(a, dtype=None):
+    a = np.asarray(a)
+    return {"dtype": dtype or a.dtype.name, "shape": list(a.shape),
+            "hex": [float(x).hex() for x in np.asarray(a, dtype=np.float64).reshape(-1)]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

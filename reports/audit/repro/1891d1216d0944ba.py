@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""xent reproducer: tensorflow-xla / tf.nn.sampled_softmax_loss: sampled_softmax float32, verdict inaccurate.
+
+`tensorflow-xla/tf.nn.sampled_softmax_loss` sampled_softmax float32: inaccurate at (3,) —
+returned 4.7683704e-07 where the loss is 4.9562647e-07 (330,549 ulp, allowed 39.847; condition
+number 28.7) (inputs=[-3.6287819e-25, -0.5700301, 0.5, 0.012862487, … (16 values)],
+embeddings=[1, 1, 2, -0.009036844, … (24 values)], biases=[0.5, -1.5, 0.5, 0, … (6 values)],
+z=[4, 4, 5, 5], sampled=[4, 3], true_expected_count=[2, 2, 1, 1], sampled_expected_count=[1,
+0.78880113], remove_accidental_hits=False) [case 1891d1216d0944ba]
+
+Case 1891d1216d0944ba (regime:accidental_hits; shrunk). Needs only numpy and the framework (tensorflow-xla 2.21.0).
+Run: python 1891d1216d0944ba.py        (exit 0: the divergence reproduced; 1: it did not)
+     python 1891d1216d0944ba.py --json (every output element as hex)
+"""
+import json
+import sys
+
+import numpy as np
+
+DTYPE = 'float32'
+VERDICT = 'inaccurate'
+QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) w.r.t. an input
+INDEX = (3,)  # the element xent reported (None: the whole output)
+RECORDED = '0x1.fffff8p-22'  # what xent saw the call return there (float.hex of the value; None: no number)
+TRUTH = '0x1.0a1662p-21'  # the certified, correctly rounded value in float32 (float.hex)
+MESSAGE = ''
+
+
+def _array(tokens, shape, dtype):
+    """Bit-exact inputs: float.hex strings (or ints) into an array of the case dtype; a NaN other
+    than the canonical one is "nan:<its bit pattern in the dtype>"."""
+    if dtype == "int64":
+        return np.array(tokens, dtype=np.int64).reshape(shape)
+    # bfloat16 has no numpy dtype: float32 holds every bfloat16 value exactly (its bits << 16).
+    np_dtype = {"float16": np.float16, "float32": np.float32, "bfloat16": np.float32,
+                "float64": np.float64}[dtype]
+    uint = {"float16": np.uint16, "float32": np.uint32, "bfloat16": np.uint32, "float64": np.uint64}[dtype]
+    out = np.empty(len(tokens), dtype=np_dtype)
+    for k, t in enumerate(tokens):
+        if t.startswith("nan:"):
+            bits = int(t[4:], 16) << (16 if dtype == "bfloat16" else 0)
+            out[k] = np.array([bits], dtype=uint).view(np_dtype)[0]
+        else:
+            out[k] = float.fromhex(t)
+    return out.reshape(shape)
+
+
+inputs = {
+    'biases': _array([
+        "0x1.0000000000000p-1", "-0x1.8000000000000p+0", "0x1.0000000000000p-1", "0x0.0p+0",
+        "0x1.0000000000000p-1", "0x1.e394ce0000000p+2"
+    ], (6,), 'float32'),
+    'embeddings': _array([
+        "0x1.0000000000000p+0", "0x1.0000000000000p+0", "0x1.0000000000000p+1", "-0x1.281e8a0000000p-7",
+        "-0x1.0000000000000p-126", "0x1.0000000000000p+0", "0x1.bd44460000000p-7",
+        "-0x1.4b29340000000p+2", "0x0.0p+0", "0x1.0000000000000p+0", "-0x0.0p+0",
+        "0x1.c000000000000p+2", "0x1.3f27c20000000p+0", "0x1.77cdc60000000p-7", "-0x1.0000000000000p+3",
+        "-0x1.8000000000000p+1", "-0x1.8000000000000p+1", "-0x0.0p+0", "-0x1.0000000000000p+3",
+        "0x1.2098d40000000p+1", "0x1.4726240000000p+1", "0x1.a4daae0000000p+2", "0x1.0000000000000p+0",
+        "-0x1.e887ba0000000p-105"
+    ], (6, 4), 'float32'),
+    'inputs': _array([
+        "-0x1.c138b00000000p-82", "-0x1.23dafc0000000p-1", "0x1.0000000000000p-1",
+        "0x1.a57a5c0000000p-7", "0x0.0p+0", "0x1.0000000000000p+3", "-0x1.f2a9920000000p+1",
+        "0x1.0000000000000p+0", "0x1.8000000000000p+1", "0x1.0000000000000p+0", "-0x1.cb13740000000p+2",
+        "-0x1.cbb0ca0000000p-3", "0x1.6014060000000p+2", "0x0.0p+0", "-0x1.0000000000000p-149",
+        "-0x1.17f9320000000p-10"
+    ], (4, 4), 'float32'),
+    'labels': _array([4, 4, 5, 5], (4, 1), 'int64'),
+    'sampled': _array([4, 3], (2,), 'int64'),
+    'sampled_expected_count': _array(["0x1.0000000000000p+0", "0x1.93ddbe0000000p-1"], (2,), 'float32'),
+    'true_expected_count': _array([
+        "0x1.0000000000000p+1", "0x1.0000000000000p+1", "0x1.0000000000000p+0", "0x1.0000000000000p+0"
+    ], (4, 1), 'float32'),
+}
+
+
+def call(inputs):
+    dtypes = {}
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as xent does: logging only
+    import tensorflow as tf
+
+    biases = tf.constant(inputs['biases'])
+    embeddings = tf.constant(inputs['embeddings'])
+    inputs_ = tf.constant(inputs['inputs'])
+    labels = tf.constant(inputs['labels'])
+    sampled = tf.constant(inputs['sampled'])
+    sampled_expected_count = tf.constant(inputs['sampled_expected_count'])
+    true_expected_count = tf.constant(inputs['true_expected_count'])
+
+
+    @tf.function(jit_compile=True)
+    def forward_backward(biases, embeddings, inputs_, labels, sampled, sampled_expected_count, true_expected_count):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            out = tf.nn.sampled_softmax_loss(weights=embeddings, biases=biases, labels=labels, inputs=inputs_, num_sampled=2, num_classes=6, num_true=1, sampled_values=(sampled, true_expected_count, sampled_expected_count), remove_accidental_hits=False)
+            total = tf.reduce_sum(out)
+        return out, {}
+
+
+    out, g = forward_backward(biases, embeddings, inputs_, labels, sampled, sampled_expected_count, true_expected_count)
+    value = out.numpy()
+    grads = {n: gi.numpy() for n, gi in g.items()}
+    return value, grads, dtypes
+
+
+def _hex(x):
+    return float(np.asarray(x, dtype=np.float64)).hex()
+
+
+def _same(a, b):
+    """The same number (NaN matches NaN; -0.0 does not match 0.0)."""
+    return (np.isnan(a) and np.isnan(b)) or (a == b and np.signbit(a) == np.signbit(b))
+
+
+def main():
+    try:
+        value, grads, dtypes = call(inputs)
+    except Exception as e:  # the verdict "raised" is an exception where the truth is defined
+        print(f"the call raised {type(e).__name__}: {e}")
+        if "--json" in sys.argv:
+            print(json.dumps({"raised": type(e).__name__}))
+        ok = VERDICT == "raised"
+        print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+        return 0 if ok else 1
+    if "--json" in sys.argv:
+        out = {"value": _dump(value, dtypes.get("value")),
+               "grads": {k: _dump(g, dtypes.get(k)) for k, g in grads.items()}}
+        print(json.dumps(out))
+        return 0
+    got = value if QUANTITY == "value" else grads.get(QUANTITY[5:])
+    if got is None:
+        print(f"the call returned no {QUANTITY}")
+        return 1
+    got = np.asarray(got)
+    got_dtype = dtypes.get("value" if QUANTITY == "value" else QUANTITY[5:], got.dtype.name)
+    print(f"returned {QUANTITY}: dtype {got_dtype}, shape {list(got.shape)}")
+    if VERDICT == "raised":
+        print("expected an exception (" + MESSAGE + "), but the call returned")
+        return 1
+    if VERDICT in ("dtype", "shape"):
+        print(MESSAGE)
+        ok = (VERDICT == "dtype" and got_dtype != DTYPE) or (VERDICT == "shape" and MESSAGE.startswith(
+            f"returned shape {list(got.shape)}"))
+    else:
+        element = got.reshape(-1)[0] if INDEX is None and got.size else got[tuple(INDEX or ())]
+        here = _hex(element)
+        where = "" if INDEX is None else f" at {tuple(INDEX)}"
+        print(f"{QUANTITY}{where}: returned {here} ({float.fromhex(here)!r})")
+        if TRUTH is not None:
+            print(f"{QUANTITY}{where}: certified truth {TRUTH} ({float.fromhex(TRUTH)!r}) in {DTYPE}")
+        ok = RECORDED is not None and _same(float.fromhex(here), float.fromhex(RECORDED))
+    print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+    return 0 if ok else 1
+
+
+def _dump(a, dtype=None):
+    a = np.asarray(a)
+    return {"dtype": dtype or a.dtype.name, "shape": list(a.shape),
+            "hex": [float(x).hex() for x in np.asarray(a, dtype=np.float64).reshape(-1)]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""xent reproducer: keras-tensorflow / SparseCategoricalCrossentropy(from_logits=True): softmax_ce_sparse float64, verdict dtype.
+
+`keras-tensorflow/SparseCategoricalCrossentropy(from_logits=True)` softmax_ce_sparse float64:
+dtype at (0,) — returned float32 for a float64 case (x=[-0, 8, nan, -0.24599634237859647, … (63
+values)], y=62) [case 24e7db3a745d86e4]
+
+Case 24e7db3a745d86e4 (regime:nonfinite_logits; shrunk). Needs only numpy and the framework (keras-tensorflow keras 3.15.1, tensorflow 2.21.0).
+Run: python 24e7db3a745d86e4.py        (exit 0: the divergence reproduced; 1: it did not)
+     python 24e7db3a745d86e4.py --json (every output element as hex)
+"""
+import json
+import sys
+
+import numpy as np
+
+DTYPE = 'float64'
+VERDICT = 'dtype'
+QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) w.r.t. an input
+INDEX = (0,)  # the element xent reported (None: the whole output)
+RECORDED = 'nan'  # what xent saw the call return there (float.hex of the value; None: no number)
+TRUTH = 'nan'  # the certified, correctly rounded value in float64 (float.hex)
+MESSAGE = 'returned float32 for a float64 case'
+
+
+def _array(tokens, shape, dtype):
+    """Bit-exact inputs: float.hex strings (or ints) into an array of the case dtype; a NaN other
+    than the canonical one is "nan:<its bit pattern in the dtype>"."""
+    if dtype == "int64":
+        return np.array(tokens, dtype=np.int64).reshape(shape)
+    # bfloat16 has no numpy dtype: float32 holds every bfloat16 value exactly (its bits << 16).
+    np_dtype = {"float16": np.float16, "float32": np.float32, "bfloat16": np.float32,
+                "float64": np.float64}[dtype]
+    uint = {"float16": np.uint16, "float32": np.uint32, "bfloat16": np.uint32, "float64": np.uint64}[dtype]
+    out = np.empty(len(tokens), dtype=np_dtype)
+    for k, t in enumerate(tokens):
+        if t.startswith("nan:"):
+            bits = int(t[4:], 16) << (16 if dtype == "bfloat16" else 0)
+            out[k] = np.array([bits], dtype=uint).view(np_dtype)[0]
+        else:
+            out[k] = float.fromhex(t)
+    return out.reshape(shape)
+
+
+inputs = {
+    'labels': _array([62], (1,), 'int64'),
+    'logits': _array([
+        "-0x0.0p+0", "0x1.0000000000000p+3", "nan:0x7ff06e84f599da49", "-0x1.f7ccee2b9d100p-3",
+        "-0x1.0000000000000p+0", "0x1.7ae7d81981488p-7", "-0x1.0000000000000p+0", "-inf", "0x0.0p+0",
+        "inf", "nan:0xfff0000000000162", "-0x1.e7a286249f310p-7", "-0x1.0000000000000p+3",
+        "-0x1.0000000000000p+3", "0x1.0000000000000p+3", "0x1.1d99c34ec293cp+3", "0x1.8000000000000p+2",
+        "-0x1.8000000000000p+0", "nan", "-0x1.0000000000000p+0", "-0x0.0p+0", "0x1.4000000000000p+2",
+        "-0x1.0000000000000p+0", "nan", "-0x1.0000000000000p+3", "-0x1.0000000000000p+0",
+        "nan:0xfff0000001e85e82", "inf", "-0x1.7a04d24088290p-682", "0x1.e7fd947badd60p+0",
+        "0x1.1b24ee3ee106cp-7", "0x1.2000000000000p+3", "-0x1.2000000000000p+3",
+        "nan:0x7ff00000000005d6", "-0x1.86895afa9a260p-1", "0x1.071afdc758b68p+1",
+        "0x1.c000000000000p+2", "0x1.0000000000000p-1", "nan", "0x1.2000000000000p+3",
+        "-0x1.4000000000000p+2", "nan:0xfff0000001109622", "-0x1.2000000000000p+3",
+        "nan:0xfff00000000037b4", "-0x1.4548774abeb20p+1", "-0x1.eab91cbc2bba9p-433",
+        "0x1.0000000000000p+1", "0x1.0000000000000p+0", "inf", "-0x1.1c565ca6d0fc1p-432",
+        "-0x1.cc38bca60f0f8p-7", "0x1.0000000000000p+3", "nan:0x7ff0000000000235", "nan",
+        "-0x1.f07d06efb9370p-10", "-0x1.56173d792ef14p-7", "0x1.28d6c1fe1a57cp+2",
+        "0x1.0000000000000p-1", "-0x1.0000000000000p+0", "inf", "-0x1.153826848d08dp+3",
+        "-0x1.0000000000000p+1", "-inf"
+    ], (1, 63), 'float64'),
+}
+
+
+def call(inputs):
+    dtypes = {}
+    import os
+
+    os.environ["KERAS_BACKEND"] = "tensorflow"  # Keras fixes its backend when imported
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # logging only
+    import keras
+    import tensorflow as tf
+
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction='none', ignore_class=None, axis=-1)
+    logits = tf.constant(inputs['logits'])
+    labels = tf.constant(inputs['labels'])
+    weights = None
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        out = loss(labels, logits, sample_weight=weights)
+        total = tf.reduce_sum(out)
+    g = tape.gradient(total, [logits])
+    value = out.numpy()
+    grads = {n: gi.numpy() for n, gi in zip(['logits'], g) if gi is not None}
+    return value, grads, dtypes
+
+
+def _hex(x):
+    return float(np.asarray(x, dtype=np.float64)).hex()
+
+
+def _same(a, b):
+    """The same number (NaN matches NaN; -0.0 does not match 0.0)."""
+    return (np.isnan(a) and np.isnan(b)) or (a == b and np.signbit(a) == np.signbit(b))
+
+
+def main():
+    try:
+        value, grads, dtypes = call(inputs)
+    except Exception as e:  # the verdict "raised" is an exception where the truth is defined
+        print(f"the call raised {type(e).__name__}: {e}")
+        if "--json" in sys.argv:
+            print(json.dumps({"raised": type(e).__name__}))
+        ok = VERDICT == "raised"
+        print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+        return 0 if ok else 1
+    if "--json" in sys.argv:
+        out = {"value": _dump(value, dtypes.get("value")),
+               "grads": {k: _dump(g, dtypes.get(k)) for k, g in grads.items()}}
+        print(json.dumps(out))
+        return 0
+    got = value if QUANTITY == "value" else grads.get(QUANTITY[5:])
+    if got is None:
+        print(f"the call returned no {QUANTITY}")
+        return 1
+    got = np.asarray(got)
+    got_dtype = dtypes.get("value" if QUANTITY == "value" else QUANTITY[5:], got.dtype.name)
+    print(f"returned {QUANTITY}: dtype {got_dtype}, shape {list(got.shape)}")
+    if VERDICT == "raised":
+        print("expected an exception (" + MESSAGE + "), but the call returned")
+        return 1
+    if VERDICT in ("dtype", "shape"):
+        print(MESSAGE)
+        ok = (VERDICT == "dtype" and got_dtype != DTYPE) or (VERDICT == "shape" and MESSAGE.startswith(
+            f"returned shape {list(got.shape)}"))
+    else:
+        element = got.reshape(-1)[0] if INDEX is None and got.size else got[tuple(INDEX or ())]
+        here = _hex(element)
+        where = "" if INDEX is None else f" at {tuple(INDEX)}"
+        print(f"{QUANTITY}{where}: returned {here} ({float.fromhex(here)!r})")
+        if TRUTH is not None:
+            print(f"{QUANTITY}{where}: certified truth {TRUTH} ({float.fromhex(TRUTH)!r}) in {DTYPE}")
+        ok = RECORDED is not None and _same(float.fromhex(here), float.fromhex(RECORDED))
+    print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+    return 0 if ok else 1
+
+
+def _dump(a, dtype=None):
+    a = np.asarray(a)
+    return {"dtype": dtype or a.dtype.name, "shape": list(a.shape),
+            "hex": [float(x).hex() for x in np.asarray(a, dtype=np.float64).reshape(-1)]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""xent reproducer: jax-x64 / optax.softmax_cross_entropy_with_integer_labels: softmax_ce_sparse float32, verdict accepted-invalid.
+
+`jax-x64/optax.softmax_cross_entropy_with_integer_labels` softmax_ce_sparse float32: accepted-
+invalid at (0,) — returned 1.5554287 for an input the oracle rejects (class ids must lie in [0,
+4) or equal ignore_index (None): labels[1] = 4) (x=[0.287, 0.2232, 0.6423, 0.6035], y=0) [case
+2666dd78e86280ab]
+
+Case 2666dd78e86280ab (seed 000: a sparse label outside [0, num_classes) (4 with 4 classes): TF raises on CPU and returns NaN on GPU; out of domain; shrunk). Needs only numpy and the framework (jax-x64 jax 0.10.2, optax 0.2.8).
+Run: python 2666dd78e86280ab.py        (exit 0: the divergence reproduced; 1: it did not)
+     python 2666dd78e86280ab.py --json (every output element as hex)
+"""
+import json
+import sys
+
+import numpy as np
+
+DTYPE = 'float32'
+VERDICT = 'accepted-invalid'
+QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) w.r.t. an input
+INDEX = (0,)  # the element xent reported (None: the whole output)
+RECORDED = '0x1.8e3094p+0'  # what xent saw the call return there (float.hex of the value; None: no number)
+TRUTH = None  # the certified, correctly rounded value in float32 (float.hex)
+MESSAGE = 'class ids must lie in [0, 4) or equal ignore_index (None): labels[1] = 4'
+
+
+def _array(tokens, shape, dtype):
+    """Bit-exact inputs: float.hex strings (or ints) into an array of the case dtype; a NaN other
+    than the canonical one is "nan:<its bit pattern in the dtype>"."""
+    if dtype == "int64":
+        return np.array(tokens, dtype=np.int64).reshape(shape)
+    # bfloat16 has no numpy dtype: float32 holds every bfloat16 value exactly (its bits << 16).
+    np_dtype = {"float16": np.float16, "float32": np.float32, "bfloat16": np.float32,
+                "float64": np.float64}[dtype]
+    uint = {"float16": np.uint16, "float32": np.uint32, "bfloat16": np.uint32, "float64": np.uint64}[dtype]
+    out = np.empty(len(tokens), dtype=np_dtype)
+    for k, t in enumerate(tokens):
+        if t.startswith("nan:"):
+            bits = int(t[4:], 16) << (16 if dtype == "bfloat16" else 0)
+            out[k] = np.array([bits], dtype=uint).view(np_dtype)[0]
+        else:
+            out[k] = float.fromhex(t)
+    return out.reshape(shape)
+
+
+inputs = {
+    'labels': _array([0, 4, 1], (3,), 'int64'),
+    'logits': _array([
+        "0x1.25e3540000000p-2", "0x1.c91d140000000p-3", "0x1.48db8c0000000p-1", "0x1.34fdf40000000p-1",
+        "0x1.ac08320000000p-2", "0x0.0p+0", "0x1.34f0d80000000p-1", "0x1.1aacda0000000p-1",
+        "0x1.54c9860000000p-9", "0x1.ff48800000000p-2", "0x1.6ee6320000000p-1", "0x1.ce703a0000000p-3"
+    ], (3, 4), 'float32'),
+}
+
+
+def call(inputs):
+    dtypes = {}
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    with jax.enable_x64(True):  # 64-bit types, for the calls in this block only
+        logits = jnp.asarray(inputs['logits'])
+        labels = jnp.asarray(inputs['labels'])
+        fn = lambda logits: optax.softmax_cross_entropy_with_integer_labels(logits, labels=labels)
+        value, pullback = jax.vjp(fn, logits)
+        g = pullback(jnp.ones_like(value))  # the gradient of sum(value)
+        value = np.asarray(value)
+        grads = {'logits': np.asarray(g[0])}
+    return value, grads, dtypes
+
+
+def _hex(x):
+    return float(np.asarray(x, dtype=np.float64)).hex()
+
+
+def _same(a, b):
+    """The same number (NaN matches NaN; -0.0 does not match 0.0)."""
+    return (np.isnan(a) and np.isnan(b)) or (a == b and np.signbit(a) == np.signbit(b))
+
+
+def main():
+    try:
+        value, grads, dtypes = call(inputs)
+    except Exception as e:  # the verdict "raised" is an exception where the truth is defined
+        print(f"the call raised {type(e).__name__}: {e}")
+        if "--json" in sys.argv:
+            print(json.dumps({"raised": type(e).__name__}))
+        ok = VERDICT == "raised"
+        print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+        return 0 if ok else 1
+    if "--json" in sys.argv:
+        out = {"value": _dump(value, dtypes.get("value")),
+               "grads": {k: _dump(g, dtypes.get(k)) for k, g in grads.items()}}
+        print(json.dumps(out))
+        return 0
+    got = value if QUANTITY == "value" else grads.get(QUANTITY[5:])
+    if got is None:
+        print(f"the call returned no {QUANTITY}")
+        return 1
+    got = np.asarray(got)
+    got_dtype = dtypes.get("value" if QUANTITY == "value" else QUANTITY[5:], got.dtype.name)
+    print(f"returned {QUANTITY}: dtype {got_dtype}, shape {list(got.shape)}")
+    if VERDICT == "raised":
+        print("expected an exception (" + MESSAGE + "), but the call returned")
+        return 1
+    if VERDICT in ("dtype", "shape"):
+        print(MESSAGE)
+        ok = (VERDICT == "dtype" and got_dtype != DTYPE) or (VERDICT == "shape" and MESSAGE.startswith(
+            f"returned shape {list(got.shape)}"))
+    else:
+        element = got.reshape(-1)[0] if INDEX is None and got.size else got[tuple(INDEX or ())]
+        here = _hex(element)
+        where = "" if INDEX is None else f" at {tuple(INDEX)}"
+        print(f"{QUANTITY}{where}: returned {here} ({float.fromhex(here)!r})")
+        if TRUTH is not None:
+            print(f"{QUANTITY}{where}: certified truth {TRUTH} ({float.fromhex(TRUTH)!r}) in {DTYPE}")
+        ok = RECORDED is not None and _same(float.fromhex(here), float.fromhex(RECORDED))
+    print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+    return 0 if ok else 1
+
+
+def _dump(a, dtype=None):
+    a = np.asarray(a)
+    return {"dtype": dtype or a.dtype.name, "shape": list(a.shape),
+            "hex": [float(x).hex() for x in np.asarray(a, dtype=np.float64).reshape(-1)]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""xent reproducer: onnxruntime / SoftmaxCrossEntropyLoss: softmax_ce_sparse float64, verdict inaccurate.
+
+`onnxruntime/SoftmaxCrossEntropyLoss` softmax_ce_sparse float64: inaccurate at (0,) — returned
+0.007987718148227178 where the loss is 0.00798771814822722 (24 ulp, allowed 19.819; condition
+number 12.5) (x=[2, -16, 4, 1.175725361919537e-272, … (7 values)], y=6, axis=1) [case
+4f445c818cc1b0e3]
+
+Case 4f445c818cc1b0e3 (regime:overflow_edge_logits; shrunk). Needs only numpy and the framework (onnxruntime 1.31.1 (onnx 1.23.2, opset 22, CPUExecutionProvider); no CPU kernel, not applicable: bfloat16 (SoftmaxCrossEntropyLoss, LogSoftmax+NegativeLogLikelihoodLoss, LogSoftmax, Softmax)).
+Run: python 4f445c818cc1b0e3.py        (exit 0: the divergence reproduced; 1: it did not)
+     python 4f445c818cc1b0e3.py --json (every output element as hex)
+"""
+import json
+import sys
+
+import numpy as np
+
+DTYPE = 'float64'
+VERDICT = 'inaccurate'
+QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) w.r.t. an input
+INDEX = (0,)  # the element xent reported (None: the whole output)
+RECORDED = '0x1.05bdd61bafc3cp-7'  # what xent saw the call return there (float.hex of the value; None: no number)
+TRUTH = '0x1.05bdd61bafc54p-7'  # the certified, correctly rounded value in float64 (float.hex)
+MESSAGE = ''
+
+
+def _array(tokens, shape, dtype):
+    """Bit-exact inputs: float.hex strings (or ints) into an array of the case dtype; a NaN other
+    than the canonical one is "nan:<its bit pattern in the dtype>"."""
+    if dtype == "int64":
+        return np.array(tokens, dtype=np.int64).reshape(shape)
+    # bfloat16 has no numpy dtype: float32 holds every bfloat16 value exactly (its bits << 16).
+    np_dtype = {"float16": np.float16, "float32": np.float32, "bfloat16": np.float32,
+                "float64": np.float64}[dtype]
+    uint = {"float16": np.uint16, "float32": np.uint32, "bfloat16": np.uint32, "float64": np.uint64}[dtype]
+    out = np.empty(len(tokens), dtype=np_dtype)
+    for k, t in enumerate(tokens):
+        if t.startswith("nan:"):
+            bits = int(t[4:], 16) << (16 if dtype == "bfloat16" else 0)
+            out[k] = np.array([bits], dtype=uint).view(np_dtype)[0]
+        else:
+            out[k] = float.fromhex(t)
+    return out.reshape(shape)
+
+
+inputs = {
+    'labels': _array([6], (1,), 'int64'),
+    'logits': _array([
+        "0x1.0000000000000p+1", "-0x1.0000000000000p+4", "0x1.0000000000000p+2",
+        "0x1.9710336424833p-904", "0x0.0p+0", "-0x1.77c9164f07248p-9", "0x1.2000000000000p+3"
+    ], (1, 7), 'float64'),
+}
+
+
+def call(inputs):
+    dtypes = {}
+    import onnx
+    from onnx import TensorProto, helper
+    import onnxruntime
+
+    inputs_info = [helper.make_tensor_value_info('logits', TensorProto.DOUBLE, ['d0', 'd1'])]
+    inputs_info.append(helper.make_tensor_value_info('labels', TensorProto.INT64, ['d0']))
+    nodes = [helper.make_node('SoftmaxCrossEntropyLoss', ['logits', 'labels'], ['out'], reduction='none')]
+    graph = helper.make_graph(nodes, 'xent', inputs_info, [helper.make_tensor_value_info('out', TensorProto.DOUBLE, ['d0'])])
+    opsets = [helper.make_opsetid('', 22)]
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets), producer_name='xent')
+    onnx.checker.check_model(model, full_check=True)
+
+    feeds = {'logits': inputs['logits'], 'labels': inputs['labels']}
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1  # as the adapter runs it; no effect on the values
+    options.log_severity_level = 4
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=['CPUExecutionProvider'])
+    value = np.asarray(session.run(None, feeds)[0])
+    grads = {}  # no gradients: inference only
+    return value, grads, dtypes
+
+
+def _hex(x):
+    return float(np.asarray(x, dtype=np.float64)).hex()
+
+
+def _same(a, b):
+    """The same number (NaN matches NaN; -0.0 does not match 0.0)."""
+    return (np.isnan(a) and np.isnan(b)) or (a == b and np.signbit(a) == np.signbit(b))
+
+
+def main():
+    try:
+        value, grads, dtypes = call(inputs)
+    except Exception as e:  # the verdict "raised" is an exception where the truth is defined
+        print(f"the call raised {type(e).__name__}: {e}")
+        if "--json" in sys.argv:
+            print(json.dumps({"raised": type(e).__name__}))
+        ok = VERDICT == "raised"
+        print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+        return 0 if ok else 1
+    if "--json" in sys.argv:
+        out = {"value": _dump(value, dtypes.get("value")),
+               "grads": {k: _dump(g, dtypes.get(k)) for k, g in grads.items()}}
+        print(json.dumps(out))
+        return 0
+    got = value if QUANTITY == "value" else grads.get(QUANTITY[5:])
+    if got is None:
+        print(f"the call returned no {QUANTITY}")
+        return 1
+    got = np.asarray(got)
+    got_dtype = dtypes.get("value" if QUANTITY == "value" else QUANTITY[5:], got.dtype.name)
+    print(f"returned {QUANTITY}: dtype {got_dtype}, shape {list(got.shape)}")
+    if VERDICT == "raised":
+        print("expected an exception (" + MESSAGE + "), but the call returned")
+        return 1
+    if VERDICT in ("dtype", "shape"):
+        print(MESSAGE)
+        ok = (VERDICT == "dtype" and got_dtype != DTYPE) or (VERDICT == "shape" and MESSAGE.startswith(
+            f"returned shape {list(got.shape)}"))
+    else:
+        element = got.reshape(-1)[0] if INDEX is None and got.size else got[tuple(INDEX or ())]
+        here = _hex(element)
+        where = "" if INDEX is None else f" at {tuple(INDEX)}"
+        print(f"{QUANTITY}{where}: returned {here} ({float.fromhex(here)!r})")
+        if TRUTH is not None:
+            print(f"{QUANTITY}{where}: certified truth {TRUTH} ({float.fromhex(TRUTH)!r}) in {DTYPE}")
+        ok = RECORDED is not None and _same(float.fromhex(here), float.fromhex(RECORDED))
+    print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+    return 0 if ok else 1
+
+
+def _dump(a, dtype=None):
+    a = np.asarray(a)
+    return {"dtype": dtype or a.dtype.name, "shape": list(a.shape),
+            "hex": [float(x).hex() for x in np.asarray(a, dtype=np.float64).reshape(-1)]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

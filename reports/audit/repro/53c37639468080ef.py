@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""xent reproducer: keras-torch / CategoricalCrossentropy(from_logits=True): softmax_ce_dense float16, verdict dtype.
+
+`keras-torch/CategoricalCrossentropy(from_logits=True)` softmax_ce_dense float16: dtype —
+returned float32 for a float16 case (x=[1.11e-05, 6.616e-05, 3.296e-05, nan, … (40 values)],
+y=[0.5664, 1, 0.8267, 0.5454, … (40 values)], reduction=mean) [case 53c37639468080ef]
+
+Case 53c37639468080ef (regime:any_bits_logits; shrunk). Needs only numpy and the framework (keras-torch keras 3.15.1, torch 2.13.0+cpu).
+Run: python 53c37639468080ef.py        (exit 0: the divergence reproduced; 1: it did not)
+     python 53c37639468080ef.py --json (every output element as hex)
+"""
+import json
+import sys
+
+import numpy as np
+
+DTYPE = 'float16'
+VERDICT = 'dtype'
+QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) w.r.t. an input
+INDEX = ()  # the element xent reported (None: the whole output)
+RECORDED = 'nan'  # what xent saw the call return there (float.hex of the value; None: no number)
+TRUTH = 'nan'  # the certified, correctly rounded value in float16 (float.hex)
+MESSAGE = 'returned float32 for a float16 case'
+
+
+def _array(tokens, shape, dtype):
+    """Bit-exact inputs: float.hex strings (or ints) into an array of the case dtype; a NaN other
+    than the canonical one is "nan:<its bit pattern in the dtype>"."""
+    if dtype == "int64":
+        return np.array(tokens, dtype=np.int64).reshape(shape)
+    # bfloat16 has no numpy dtype: float32 holds every bfloat16 value exactly (its bits << 16).
+    np_dtype = {"float16": np.float16, "float32": np.float32, "bfloat16": np.float32,
+                "float64": np.float64}[dtype]
+    uint = {"float16": np.uint16, "float32": np.uint32, "bfloat16": np.uint32, "float64": np.uint64}[dtype]
+    out = np.empty(len(tokens), dtype=np_dtype)
+    for k, t in enumerate(tokens):
+        if t.startswith("nan:"):
+            bits = int(t[4:], 16) << (16 if dtype == "bfloat16" else 0)
+            out[k] = np.array([bits], dtype=uint).view(np_dtype)[0]
+        else:
+            out[k] = float.fromhex(t)
+    return out.reshape(shape)
+
+
+inputs = {
+    'labels': _array([
+        "0x1.2200000000000p-1", "0x1.0000000000000p+0", "0x1.a740000000000p-1", "0x1.1740000000000p-1",
+        "0x1.9940000000000p-3", "0x1.5540000000000p-1", "0x1.bbc0000000000p-1", "0x1.4e80000000000p-1",
+        "0x1.9900000000000p-2", "0x0.0p+0", "0x1.5540000000000p-2", "0x1.d640000000000p-1", "0x0.0p+0",
+        "0x0.0p+0", "0x0.0p+0", "0x1.6ac0000000000p-2", "0x1.a340000000000p-4", "0x1.3d80000000000p-5",
+        "0x1.c2c0000000000p-1", "0x1.0c80000000000p-1", "0x0.0p+0", "0x1.fcc0000000000p-3",
+        "0x1.2e00000000000p-4", "0x1.4d00000000000p-1", "0x1.7fc0000000000p-1", "0x1.5340000000000p-1",
+        "0x1.4e80000000000p-4", "0x0.0p+0", "0x1.3b80000000000p-1", "0x1.5580000000000p-1",
+        "0x1.f580000000000p-1", "0x1.0000000000000p-14", "0x1.5c00000000000p-2", "0x1.7100000000000p-1",
+        "0x1.5000000000000p-17", "0x1.bcc0000000000p-1", "0x1.5e80000000000p-1", "0x1.3040000000000p-2",
+        "0x1.a200000000000p-2", "0x1.87c0000000000p-2"
+    ], (1, 40), 'float16'),
+    'logits': _array([
+        "0x1.7400000000000p-17", "0x1.1580000000000p-14", "0x1.1480000000000p-15", "nan:0xffff",
+        "0x1.b700000000000p-16", "0x1.dc00000000000p-18", "0x1.c000000000000p-19",
+        "0x1.ad40000000000p-11", "0x1.da40000000000p-5", "0x1.5600000000000p-16",
+        "0x1.9c00000000000p-15", "0x1.0000000000000p-17", "nan:0xffff", "0x1.8540000000000p+2",
+        "0x1.1900000000000p-2", "0x1.be80000000000p-12", "0x1.d480000000000p-14",
+        "0x1.6800000000000p-13", "0x1.2800000000000p-18", "nan:0xffff", "nan:0xffff",
+        "0x1.e500000000000p-6", "0x1.8300000000000p-16", "nan:0xffff", "0x1.7d00000000000p-16",
+        "0x1.9600000000000p-17", "0x1.6a00000000000p-17", "0x1.7300000000000p-2",
+        "0x1.2b40000000000p-14", "0x1.a8c0000000000p-14", "0x1.0800000000000p-18",
+        "0x1.0d80000000000p-15", "nan:0xffff", "0x1.6580000000000p+3", "0x1.8d00000000000p+8",
+        "0x1.a600000000000p-15", "0x1.4000000000000p-15", "-0x1.ab40000000000p-14",
+        "0x1.5d00000000000p-9", "0x1.cd00000000000p+3"
+    ], (1, 40), 'float16'),
+}
+
+
+def call(inputs):
+    dtypes = {}
+    import os
+
+    os.environ["KERAS_BACKEND"] = "torch"  # Keras fixes its backend when imported
+    import keras
+    import torch
+
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True, reduction='sum_over_batch_size', label_smoothing=0.0, axis=-1)
+    logits = torch.from_numpy(inputs['logits'].copy())
+    labels = torch.from_numpy(inputs['labels'].copy())
+    weights = None
+    logits.requires_grad_(True)
+    labels.requires_grad_(True)
+    out = loss(labels, logits, sample_weight=weights)
+    out.sum().backward()
+    value = out.detach().cpu().numpy()
+    grads = {n: x.grad.detach().cpu().numpy() for n, x in [('logits', logits), ('labels', labels)] if x.grad is not None}
+    return value, grads, dtypes
+
+
+def _hex(x):
+    return float(np.asarray(x, dtype=np.float64)).hex()
+
+
+def _same(a, b):
+    """The same number (NaN matches NaN; -0.0 does not match 0.0)."""
+    return (np.isnan(a) and np.isnan(b)) or (a == b and np.signbit(a) == np.signbit(b))
+
+
+def main():
+    try:
+        value, grads, dtypes = call(inputs)
+    except Exception as e:  # the verdict "raised" is an exception where the truth is defined
+        print(f"the call raised {type(e).__name__}: {e}")
+        if "--json" in sys.argv:
+            print(json.dumps({"raised": type(e).__name__}))
+        ok = VERDICT == "raised"
+        print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+        return 0 if ok else 1
+    if "--json" in sys.argv:
+        out = {"value": _dump(value, dtypes.get("value")),
+               "grads": {k: _dump(g, dtypes.get(k)) for k, g in grads.items()}}
+        print(json.dumps(out))
+        return 0
+    got = value if QUANTITY == "value" else grads.get(QUANTITY[5:])
+    if got is None:
+        print(f"the call returned no {QUANTITY}")
+        return 1
+    got = np.asarray(got)
+    got_dtype = dtypes.get("value" if QUANTITY == "value" else QUANTITY[5:], got.dtype.name)
+    print(f"returned {QUANTITY}: dtype {got_dtype}, shape {list(got.shape)}")
+    if VERDICT == "raised":
+        print("expected an exception (" + MESSAGE + "), but the call returned")
+        return 1
+    if VERDICT in ("dtype", "shape"):
+        print(MESSAGE)
+        ok = (VERDICT == "dtype" and got_dtype != DTYPE) or (VERDICT == "shape" and MESSAGE.startswith(
+            f"returned shape {list(got.shape)}"))
+    else:
+        element = got.reshape(-1)[0] if INDEX is None and got.size else got[tuple(INDEX or ())]
+        here = _hex(element)
+        where = "" if INDEX is None else f" at {tuple(INDEX)}"
+        print(f"{QUANTITY}{where}: returned {here} ({float.fromhex(here)!r})")
+        if TRUTH is not None:
+            print(f"{QUANTITY}{where}: certified truth {TRUTH} ({float.fromhex(TRUTH)!r}) in {DTYPE}")
+        ok = RECORDED is not None and _same(float.fromhex(here), float.fromhex(RECORDED))
+    print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+    return 0 if ok else 1
+
+
+def _dump(a, dtype=None):
+    a = np.asarray(a)
+    return {"dtype": dtype or a.dtype.name, "shape": list(a.shape),
+            "hex": [float(x).hex() for x in np.asarray(a, dtype=np.float64).reshape(-1)]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""xent reproducer: tensorflow / tf.nn.nce_loss: nce float64, verdict accepted-invalid.
+
+`tensorflow/tf.nn.nce_loss` nce float64: accepted-invalid at (1,) — returned 215.90574348579923
+for an input the oracle rejects (inputs must be finite: inputs[0,0] = nan) (inputs=[nan,
+0.00390625, 8, 0.015625, … (8 values)], embeddings=[-0, -0.0064946859917687,
+2.225073858507e-311, 9, … (28 values)], biases=[-5, -0, 0.5, -10, … (7 values)], z=[4, 6, 1, 5],
+sampled=[6, 5], true_expected_count=[0.99999, 0.8409586150107706, 3.4063778913845895e-108, 2],
+sampled_expected_count=[0.5, 0.9330837718773998], remove_accidental_hits=True) [case
+5b805f0f7b7f449c]
+
+Case 5b805f0f7b7f449c (regime:invalid_labels; shrunk). Needs only numpy and the framework (tensorflow 2.21.0).
+Run: python 5b805f0f7b7f449c.py        (exit 0: the divergence reproduced; 1: it did not)
+     python 5b805f0f7b7f449c.py --json (every output element as hex)
+"""
+import json
+import sys
+
+import numpy as np
+
+DTYPE = 'float64'
+VERDICT = 'accepted-invalid'
+QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) w.r.t. an input
+INDEX = (1,)  # the element xent reported (None: the whole output)
+RECORDED = '0x1.afcfbd9c34254p+7'  # what xent saw the call return there (float.hex of the value; None: no number)
+TRUTH = None  # the certified, correctly rounded value in float64 (float.hex)
+MESSAGE = 'inputs must be finite: inputs[0,0] = nan'
+
+
+def _array(tokens, shape, dtype):
+    """Bit-exact inputs: float.hex strings (or ints) into an array of the case dtype; a NaN other
+    than the canonical one is "nan:<its bit pattern in the dtype>"."""
+    if dtype == "int64":
+        return np.array(tokens, dtype=np.int64).reshape(shape)
+    # bfloat16 has no numpy dtype: float32 holds every bfloat16 value exactly (its bits << 16).
+    np_dtype = {"float16": np.float16, "float32": np.float32, "bfloat16": np.float32,
+                "float64": np.float64}[dtype]
+    uint = {"float16": np.uint16, "float32": np.uint32, "bfloat16": np.uint32, "float64": np.uint64}[dtype]
+    out = np.empty(len(tokens), dtype=np_dtype)
+    for k, t in enumerate(tokens):
+        if t.startswith("nan:"):
+            bits = int(t[4:], 16) << (16 if dtype == "bfloat16" else 0)
+            out[k] = np.array([bits], dtype=uint).view(np_dtype)[0]
+        else:
+            out[k] = float.fromhex(t)
+    return out.reshape(shape)
+
+
+inputs = {
+    'biases': _array([
+        "-0x1.4000000000000p+2", "-0x0.0p+0", "0x1.0000000000000p-1", "-0x1.4000000000000p+3",
+        "0x1.0000000000000p-6", "-0x1.e436f632ed920p+0", "-0x1.0000000000000p+0"
+    ], (7,), 'float64'),
+    'embeddings': _array([
+        "-0x0.0p+0", "-0x1.a9a2bfeeb41e6p-8", "0x0.004189374bc6ap-1022", "0x1.2000000000000p+3",
+        "-0x1.36dab552015c3p+3", "-0x1.0cbd19b8289fdp-757", "-0x0.0p+0", "-0x1.0000000000000p+0",
+        "-0x1.cb61efdea0c0bp-29", "-0x1.0000000000000p-6", "0x1.4000000000000p+2",
+        "-0x1.2c86312c73223p-7", "-0x0.0p+0", "0x1.0000000000000p-1", "-0x1.2b1232d13d968p+3",
+        "0x1.0000000000000p+1", "-0x1.b7dec2860bd1ep+1", "-0x1.199999999999ap+0",
+        "-0x1.0000000000000p+3", "0x1.0000000000000p+3", "-0x0.0p+0", "0x0.8000000000000p-1022",
+        "-0x1.8000000000000p+2", "0x1.0000000000000p-1", "0x0.0p+0", "-0x1.0000000000000p+0",
+        "-0x1.d212319f2c5a4p+2", "0x1.0517bd2da88f6p+3"
+    ], (7, 4), 'float64'),
+    'inputs': _array([
+        "nan", "0x1.0000000000000p-8", "0x1.0000000000000p+3", "0x1.0000000000000p-6",
+        "-0x1.0000000000000p+2", "-0x1.0b5ee3de480fdp-989", "-0x1.0000000000000p+3",
+        "-0x1.0000000000000p+0"
+    ], (2, 4), 'float64'),
+    'labels': _array([4, 6, 1, 5], (2, 2), 'int64'),
+    'sampled': _array([6, 5], (2,), 'int64'),
+    'sampled_expected_count': _array(["0x1.0000000000000p-1", "0x1.ddbd27f948945p-1"], (2,), 'float64'),
+    'true_expected_count': _array([
+        "0x1.fffeb074a771dp-1", "0x1.ae9220a9857c6p-1", "0x1.0000315913398p-357", "0x1.0000000000000p+1"
+    ], (2, 2), 'float64'),
+}
+
+
+def call(inputs):
+    dtypes = {}
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as xent does: logging only
+    import tensorflow as tf
+
+    biases = tf.constant(inputs['biases'])
+    embeddings = tf.constant(inputs['embeddings'])
+    inputs_ = tf.constant(inputs['inputs'])
+    labels = tf.constant(inputs['labels'])
+    sampled = tf.constant(inputs['sampled'])
+    sampled_expected_count = tf.constant(inputs['sampled_expected_count'])
+    true_expected_count = tf.constant(inputs['true_expected_count'])
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        out = tf.nn.nce_loss(weights=embeddings, biases=biases, labels=labels, inputs=inputs_, num_sampled=2, num_classes=7, num_true=2, sampled_values=(sampled, true_expected_count, sampled_expected_count), remove_accidental_hits=True)
+        total = tf.reduce_sum(out)
+    value = out.numpy()
+    grads = {}
+    return value, grads, dtypes
+
+
+def _hex(x):
+    return float(np.asarray(x, dtype=np.float64)).hex()
+
+
+def _same(a, b):
+    """The same number (NaN matches NaN; -0.0 does not match 0.0)."""
+    return (np.isnan(a) and np.isnan(b)) or (a == b and np.signbit(a) == np.signbit(b))
+
+
+def main():
+    try:
+        value, grads, dtypes = call(inputs)
+    except Exception as e:  # the verdict "raised" is an exception where the truth is defined
+        print(f"the call raised {type(e).__name__}: {e}")
+        if "--json" in sys.argv:
+            print(json.dumps({"raised": type(e).__name__}))
+        ok = VERDICT == "raised"
+        print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+        return 0 if ok else 1
+    if "--json" in sys.argv:
+        out = {"value": _dump(value, dtypes.get("value")),
+               "grads": {k: _dump(g, dtypes.get(k)) for k, g in grads.items()}}
+        print(json.dumps(out))
+        return 0
+    got = value if QUANTITY == "value" else grads.get(QUANTITY[5:])
+    if got is None:
+        print(f"the call returned no {QUANTITY}")
+        return 1
+    got = np.asarray(got)
+    got_dtype = dtypes.get("value" if QUANTITY == "value" else QUANTITY[5:], got.dtype.name)
+    print(f"returned {QUANTITY}: dtype {got_dtype}, shape {list(got.shape)}")
+    if VERDICT == "raised":
+        print("expected an exception (" + MESSAGE + "), but the call returned")
+        return 1
+    if VERDICT in ("dtype", "shape"):
+        print(MESSAGE)
+        ok = (VERDICT == "dtype" and got_dtype != DTYPE) or (VERDICT == "shape" and MESSAGE.startswith(
+            f"returned shape {list(got.shape)}"))
+    else:
+        element = got.reshape(-1)[0] if INDEX is None and got.size else got[tuple(INDEX or ())]
+        here = _hex(element)
+        where = "" if INDEX is None else f" at {tuple(INDEX)}"
+        print(f"{QUANTITY}{where}: returned {here} ({float.fromhex(here)!r})")
+        if TRUTH is not None:
+            print(f"{QUANTITY}{where}: certified truth {TRUTH} ({float.fromhex(TRUTH)!r}) in {DTYPE}")
+        ok = RECORDED is not None and _same(float.fromhex(here), float.fromhex(RECORDED))
+    print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+    return 0 if ok else 1
+
+
+def _dump(a, dtype=None):
+    a = np.asarray(a)
+    return {"dtype": dtype or a.dtype.name, "shape": list(a.shape),
+            "hex": [float(x).hex() for x in np.asarray(a, dtype=np.float64).reshape(-1)]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""xent reproducer: keras-tensorflow / CategoricalCrossentropy(from_logits=True): softmax_ce_dense bfloat16, verdict accepted-invalid.
+
+`keras-tensorflow/CategoricalCrossentropy(from_logits=True)` softmax_ce_dense bfloat16:
+accepted-invalid — returned 3.0618326e+36 for an input the oracle rejects (labels must lie in
+[0, 1]: labels[0,47] = -0.5) (x=[3780000000000, 0, 100000, 0.5, … (48 values)], y=[0.04,
+0.00427, 0.0282, 0.029, … (48 values)], w=1, reduction=sum) [case 6dd1a2a394d3f33f]
+
+Case 6dd1a2a394d3f33f (regime:invalid_labels; shrunk). Needs only numpy and the framework (keras-tensorflow keras 3.15.1, tensorflow 2.21.0).
+Run: python 6dd1a2a394d3f33f.py        (exit 0: the divergence reproduced; 1: it did not)
+     python 6dd1a2a394d3f33f.py --json (every output element as hex)
+"""
+import json
+import sys
+
+import numpy as np
+
+DTYPE = 'bfloat16'
+VERDICT = 'accepted-invalid'
+QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) w.r.t. an input
+INDEX = ()  # the element xent reported (None: the whole output)
+RECORDED = '0x1.26d8p+121'  # what xent saw the call return there (float.hex of the value; None: no number)
+TRUTH = None  # the certified, correctly rounded value in bfloat16 (float.hex)
+MESSAGE = 'labels must lie in [0, 1]: labels[0,47] = -0.5'
+
+
+def _array(tokens, shape, dtype):
+    """Bit-exact inputs: float.hex strings (or ints) into an array of the case dtype; a NaN other
+    than the canonical one is "nan:<its bit pattern in the dtype>"."""
+    if dtype == "int64":
+        return np.array(tokens, dtype=np.int64).reshape(shape)
+    # bfloat16 has no numpy dtype: float32 holds every bfloat16 value exactly (its bits << 16).
+    np_dtype = {"float16": np.float16, "float32": np.float32, "bfloat16": np.float32,
+                "float64": np.float64}[dtype]
+    uint = {"float16": np.uint16, "float32": np.uint32, "bfloat16": np.uint32, "float64": np.uint64}[dtype]
+    out = np.empty(len(tokens), dtype=np_dtype)
+    for k, t in enumerate(tokens):
+        if t.startswith("nan:"):
+            bits = int(t[4:], 16) << (16 if dtype == "bfloat16" else 0)
+            out[k] = np.array([bits], dtype=uint).view(np_dtype)[0]
+        else:
+            out[k] = float.fromhex(t)
+    return out.reshape(shape)
+
+
+inputs = {
+    'labels': _array([
+        "0x1.4800000000000p-5", "0x1.1800000000000p-8", "0x1.ce00000000000p-6", "0x1.dc00000000000p-6",
+        "0x1.1e00000000000p-5", "0x1.4000000000000p-6", "0x1.8800000000000p-7", "0x1.5e00000000000p-6",
+        "0x1.9c00000000000p-6", "0x1.0e00000000000p-7", "0x1.2800000000000p-7", "0x0.0p+0", "0x0.0p+0",
+        "0x1.b200000000000p-6", "0x1.5800000000000p-6", "0x1.2c00000000000p-6", "0x1.cc00000000000p-7",
+        "0x0.0p+0", "0x1.2800000000000p-5", "0x1.4400000000000p-5", "0x1.a600000000000p-6",
+        "0x1.1800000000000p-7", "0x1.ee00000000000p-7", "0x1.0a00000000000p-5", "0x0.0p+0",
+        "0x1.0000000000000p-6", "0x1.2200000000000p-5", "0x1.0200000000000p-6", "0x1.1800000000000p-7",
+        "0x0.0p+0", "0x0.0p+0", "0x1.1a00000000000p-6", "0x1.e400000000000p-7", "0x1.2000000000000p-5",
+        "0x1.2400000000000p-6", "0x1.2a00000000000p-6", "0x1.f200000000000p-6", "0x1.ae00000000000p-22",
+        "0x1.6a00000000000p-7", "0x1.0e00000000000p-5", "0x1.4000000000000p-131",
+        "0x1.8000000000000p-6", "0x1.4800000000000p-5", "0x1.0400000000000p-7", "0x1.3c00000000000p-7",
+        "0x1.fa00000000000p-6", "0x1.1000000000000p-7", "-0x1.0000000000000p-1"
+    ], (1, 48), 'bfloat16'),
+    'logits': _array([
+        "0x1.b800000000000p+41", "0x0.0p+0", "0x1.8600000000000p+16", "0x1.0000000000000p-1",
+        "-0x1.8000000000000p+2", "-0x1.e000000000000p-9", "-0x1.8600000000000p+16",
+        "-0x1.6e00000000000p+2", "0x1.8000000000000p+1", "0x1.4000000000000p-2",
+        "-0x1.fe00000000000p+127", "0x0.0p+0", "0x1.0000000000000p+1", "0x1.3800000000000p+13",
+        "0x0.0p+0", "0x1.0000000000000p+2", "0x0.0p+0", "-0x0.0p+0", "-0x1.2400000000000p+2",
+        "-0x0.0p+0", "-0x1.0000000000000p+1", "0x1.9a00000000000p+89", "-0x1.3e00000000000p+8",
+        "-0x1.0000000000000p+0", "-0x1.0000000000000p+1", "0x1.1a00000000000p+0",
+        "-0x1.9400000000000p+9", "-0x1.4000000000000p+3", "-0x1.e000000000000p+17",
+        "-0x1.d800000000000p+75", "-0x1.f200000000000p-7", "-0x1.0000000000000p+0",
+        "0x1.0a00000000000p+12", "-0x1.8600000000000p+16", "-0x1.4c00000000000p+95", "-0x0.0p+0",
+        "-0x1.0000000000000p-24", "-0x1.7200000000000p+88", "-0x0.0p+0", "-0x1.0000000000000p-6",
+        "-0x1.0000000000000p+0", "0x1.0000000000000p-1", "-0x1.0000000000000p+0",
+        "-0x1.4000000000000p+2", "0x1.0000000000000p+21", "-0x0.0p+0", "-0x0.0p+0",
+        "0x1.a800000000000p+2"
+    ], (1, 48), 'bfloat16'),
+    'weights': _array(["0x1.0000000000000p+0"], (1,), 'bfloat16'),
+}
+
+
+def call(inputs):
+    dtypes = {}
+    import os
+
+    os.environ["KERAS_BACKEND"] = "tensorflow"  # Keras fixes its backend when imported
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # logging only
+    import keras
+    import tensorflow as tf
+
+    # numpy has no bfloat16: the float32 arrays' top 16 bits are the case's bfloat16 bits exactly
+    bfloat16 = lambda a: (a.view(np.uint32) >> 16).astype(np.uint16).view(tf.bfloat16.as_numpy_dtype)
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True, reduction='sum', label_smoothing=0.0, axis=-1)
+    logits = tf.constant(bfloat16(inputs['logits']))
+    labels = tf.constant(bfloat16(inputs['labels']))
+    weights = tf.constant(bfloat16(inputs['weights']))
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        tape.watch(labels)
+        out = loss(labels, logits, sample_weight=weights)
+        total = tf.reduce_sum(out)
+    g = tape.gradient(total, [logits, labels])
+    value = out.numpy()
+    grads = {n: gi.numpy() for n, gi in zip(['logits', 'labels'], g) if gi is not None}
+    return value, grads, dtypes
+
+
+def _hex(x):
+    return float(np.asarray(x, dtype=np.float64)).hex()
+
+
+def _same(a, b):
+    """The same number (NaN matches NaN; -0.0 does not match 0.0)."""
+    return (np.isnan(a) and np.isnan(b)) or (a == b and np.signbit(a) == np.signbit(b))
+
+
+def main():
+    try:
+        value, grads, dtypes = call(inputs)
+    except Exception as e:  # the verdict "raised" is an exception where the truth is defined
+        print(f"the call raised {type(e).__name__}: {e}")
+        if "--json" in sys.argv:
+            print(json.dumps({"raised": type(e).__name__}))
+        ok = VERDICT == "raised"
+        print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+        return 0 if ok else 1
+    if "--json" in sys.argv:
+        out = {"value": _dump(value, dtypes.get("value")),
+               "grads": {k: _dump(g, dtypes.get(k)) for k, g in grads.items()}}
+        print(json.dumps(out))
+        return 0
+    got = value if QUANTITY == "value" else grads.get(QUANTITY[5:])
+    if got is None:
+        print(f"the call returned no {QUANTITY}")
+        return 1
+    got = np.asarray(got)
+    got_dtype = dtypes.get("value" if QUANTITY == "value" else QUANTITY[5:], got.dtype.name)
+    print(f"returned {QUANTITY}: dtype {got_dtype}, shape {list(got.shape)}")
+    if VERDICT == "raised":
+        print("expected an exception (" + MESSAGE + "), but the call returned")
+        return 1
+    if VERDICT in ("dtype", "shape"):
+        print(MESSAGE)
+        ok = (VERDICT == "dtype" and got_dtype != DTYPE) or (VERDICT == "shape" and MESSAGE.startswith(
+            f"returned shape {list(got.shape)}"))
+    else:
+        element = got.reshape(-1)[0] if INDEX is None and got.size else got[tuple(INDEX or ())]
+        here = _hex(element)
+        where = "" if INDEX is None else f" at {tuple(INDEX)}"
+        print(f"{QUANTITY}{where}: returned {here} ({float.fromhex(here)!r})")
+        if TRUTH is not None:
+            print(f"{QUANTITY}{where}: certified truth {TRUTH} ({float.fromhex(TRUTH)!r}) in {DTYPE}")
+        ok = RECORDED is not None and _same(float.fromhex(here), float.fromhex(RECORDED))
+    print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+    return 0 if ok else 1
+
+
+def _dump(a, dtype=None):
+    a = np.asarray(a)
+    return {"dtype": dtype or a.dtype.name, "shape": list(a.shape),
+            "hex": [float(x).hex() for x in np.asarray(a, dtype=np.float64).reshape(-1)]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""xent reproducer: tensorflow / tf.nn.log_softmax: log_softmax float64, verdict inaccurate.
+
+`tensorflow/tf.nn.log_softmax` log_softmax float64: inaccurate at (0, 1, 0) — returned
+-0.04858735157374196 where the log-probability is -0.04858735157374206 (15 ulp, allowed 12.588;
+condition number 4.88) (x=[-4, -1], axis=1) [case 7daab315c2d68e07]
+
+Case 7daab315c2d68e07 (regime:masked_rows; shrunk). Needs only numpy and the framework (tensorflow 2.21.0).
+Run: python 7daab315c2d68e07.py        (exit 0: the divergence reproduced; 1: it did not)
+     python 7daab315c2d68e07.py --json (every output element as hex)
+"""
+import json
+import sys
+
+import numpy as np
+
+DTYPE = 'float64'
+VERDICT = 'inaccurate'
+QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) w.r.t. an input
+INDEX = (0, 1, 0)  # the element xent reported (None: the whole output)
+RECORDED = '-0x1.8e070fc0456f2p-5'  # what xent saw the call return there (float.hex of the value; None: no number)
+TRUTH = '-0x1.8e070fc045701p-5'  # the certified, correctly rounded value in float64 (float.hex)
+MESSAGE = ''
+
+
+def _array(tokens, shape, dtype):
+    """Bit-exact inputs: float.hex strings (or ints) into an array of the case dtype; a NaN other
+    than the canonical one is "nan:<its bit pattern in the dtype>"."""
+    if dtype == "int64":
+        return np.array(tokens, dtype=np.int64).reshape(shape)
+    # bfloat16 has no numpy dtype: float32 holds every bfloat16 value exactly (its bits << 16).
+    np_dtype = {"float16": np.float16, "float32": np.float32, "bfloat16": np.float32,
+                "float64": np.float64}[dtype]
+    uint = {"float16": np.uint16, "float32": np.uint32, "bfloat16": np.uint32, "float64": np.uint64}[dtype]
+    out = np.empty(len(tokens), dtype=np_dtype)
+    for k, t in enumerate(tokens):
+        if t.startswith("nan:"):
+            bits = int(t[4:], 16) << (16 if dtype == "bfloat16" else 0)
+            out[k] = np.array([bits], dtype=uint).view(np_dtype)[0]
+        else:
+            out[k] = float.fromhex(t)
+    return out.reshape(shape)
+
+
+inputs = {
+    'logits': _array(["-0x1.0000000000000p+2", "-0x1.0000000000000p+0"], (1, 2, 1), 'float64'),
+}
+
+
+def call(inputs):
+    dtypes = {}
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as xent does: logging only
+    import tensorflow as tf
+
+    logits = tf.constant(inputs['logits'])
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(logits)
+        out = tf.nn.log_softmax(logits, axis=1)
+        total = tf.reduce_sum(out)
+    value = out.numpy()
+    g = tape.gradient(total, [logits])
+    # None: the API stops the gradient into that input
+    grads = {n: gi.numpy() for n, gi in zip(['logits'], g) if gi is not None}
+    return value, grads, dtypes
+
+
+def _hex(x):
+    return float(np.asarray(x, dtype=np.float64)).hex()
+
+
+def _same(a, b):
+    """The same number (NaN matches NaN; -0.0 does not match 0.0)."""
+    return (np.isnan(a) and np.isnan(b)) or (a == b and np.signbit(a) == np.signbit(b))
+
+
+def main():
+    try:
+        value, grads, dtypes = call(inputs)
+    except Exception as e:  # the verdict "raised" is an exception where the truth is defined
+        print(f"the call raised {type(e).__name__}: {e}")
+        if "--json" in sys.argv:
+            print(json.dumps({"raised": type(e).__name__}))
+        ok = VERDICT == "raised"
+        print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+        return 0 if ok else 1
+    if "--json" in sys.argv:
+        out = {"value": _dump(value, dtypes.get("value")),
+               "grads": {k: _dump(g, dtypes.get(k)) for k, g in grads.items()}}
+        print(json.dumps(out))
+        return 0
+    got = value if QUANTITY == "value" else grads.get(QUANTITY[5:])
+    if got is None:
+        print(f"the call returned no {QUANTITY}")
+        return 1
+    got = np.asarray(got)
+    got_dtype = dtypes.get("value" if QUANTITY == "value" else QUANTITY[5:], got.dtype.name)
+    print(f"returned {QUANTITY}: dtype {got_dtype}, shape {list(got.shape)}")
+    if VERDICT == "raised":
+        print("expected an exception (" + MESSAGE + "), but the call returned")
+        return 1
+    if VERDICT in ("dtype", "shape"):
+        print(MESSAGE)
+        ok = (VERDICT == "dtype" and got_dtype != DTYPE) or (VERDICT == "shape" and MESSAGE.startswith(
+            f"returned shape {list(got.shape)}"))
+    else:
+        element = got.reshape(-1)[0] if INDEX is None and got.size else got[tuple(INDEX or ())]
+        here = _hex(element)
+        where = "" if INDEX is None else f" at {tuple(INDEX)}"
+        print(f"{QUANTITY}{where}: returned {here} ({float.fromhex(here)!r})")
+        if TRUTH is not None:
+            print(f"{QUANTITY}{where}: certified truth {TRUTH} ({float.fromhex(TRUTH)!r}) in {DTYPE}")
+        ok = RECORDED is not None and _same(float.fromhex(here), float.fromhex(RECORDED))
+    print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+    return 0 if ok else 1
+
+
+def _dump(a, dtype=None):
+    a = np.asarray(a)
+    return {"dtype": dtype or a.dtype.name, "shape": list(a.shape),
+            "hex": [float(x).hex() for x in np.asarray(a, dtype=np.float64).reshape(-1)]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

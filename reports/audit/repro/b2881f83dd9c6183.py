@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""xent reproducer: keras-tensorflow / SparseCategoricalCrossentropy(from_logits=True): softmax_ce_sparse float32, verdict accepted-invalid.
+
+`keras-tensorflow/SparseCategoricalCrossentropy(from_logits=True)` softmax_ce_sparse float32:
+accepted-invalid at (0,) — returned -4.7691635e+34 for an input the oracle rejects (weights must
+be finite and >= 0: weights[0] = -1.0) (x=[10, 6, 0.0054219915, -0.009746526, … (47 values)],
+y=46, w=-1) [case b2881f83dd9c6183]
+
+Case b2881f83dd9c6183 (regime:invalid_labels; shrunk). Needs only numpy and the framework (keras-tensorflow keras 3.15.1, tensorflow 2.21.0).
+Run: python b2881f83dd9c6183.py        (exit 0: the divergence reproduced; 1: it did not)
+     python b2881f83dd9c6183.py --json (every output element as hex)
+"""
+import json
+import sys
+
+import numpy as np
+
+DTYPE = 'float32'
+VERDICT = 'accepted-invalid'
+QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) w.r.t. an input
+INDEX = (0,)  # the element xent reported (None: the whole output)
+RECORDED = '-0x1.25ec22p+115'  # what xent saw the call return there (float.hex of the value; None: no number)
+TRUTH = None  # the certified, correctly rounded value in float32 (float.hex)
+MESSAGE = 'weights must be finite and >= 0: weights[0] = -1.0'
+
+
+def _array(tokens, shape, dtype):
+    """Bit-exact inputs: float.hex strings (or ints) into an array of the case dtype; a NaN other
+    than the canonical one is "nan:<its bit pattern in the dtype>"."""
+    if dtype == "int64":
+        return np.array(tokens, dtype=np.int64).reshape(shape)
+    # bfloat16 has no numpy dtype: float32 holds every bfloat16 value exactly (its bits << 16).
+    np_dtype = {"float16": np.float16, "float32": np.float32, "bfloat16": np.float32,
+                "float64": np.float64}[dtype]
+    uint = {"float16": np.uint16, "float32": np.uint32, "bfloat16": np.uint32, "float64": np.uint64}[dtype]
+    out = np.empty(len(tokens), dtype=np_dtype)
+    for k, t in enumerate(tokens):
+        if t.startswith("nan:"):
+            bits = int(t[4:], 16) << (16 if dtype == "bfloat16" else 0)
+            out[k] = np.array([bits], dtype=uint).view(np_dtype)[0]
+        else:
+            out[k] = float.fromhex(t)
+    return out.reshape(shape)
+
+
+inputs = {
+    'labels': _array([46], (1,), 'int64'),
+    'logits': _array([
+        "0x1.4000000000000p+3", "0x1.8000000000000p+2", "0x1.6355ec0000000p-8", "-0x1.3f5fca0000000p-7",
+        "0x0.0p+0", "-0x1.0800000000000p+104", "-0x1.0000000000000p+0", "-0x0.0p+0",
+        "-0x1.2000000000000p+3", "0x1.86a0000000000p+16", "0x1.0000000000000p+0",
+        "0x1.01f26e0000000p+43", "0x0.0p+0", "0x1.0000000000000p+0", "0x1.0165f80000000p+66",
+        "0x1.86a0000000000p+16", "-0x1.3880000000000p+13", "-0x1.0000000000000p+2",
+        "-0x1.9500000000000p+9", "0x1.0400020000000p+76", "0x0.0p+0", "-0x1.9500000000000p+9",
+        "-0x1.0000000000000p+0", "0x1.4000000000000p+3", "0x1.966b500000000p+0", "0x0.0p+0",
+        "-0x0.0p+0", "0x1.93e5940000000p+99", "-0x1.93e5940000000p+99", "0x1.0b13020000000p+92",
+        "-0x1.9500000000000p+9", "0x1.93e5940000000p+99", "-0x1.0003fc0000000p+74",
+        "0x1.25ec220000000p+115", "-0x1.2000000000000p+3", "0x1.3a40360000000p-57",
+        "-0x1.0000000000000p+0", "-0x1.0000000000000p+0", "0x1.9d3ba40000000p+2",
+        "0x1.9500000000000p+9", "0x1.9500000000000p+9", "-0x1.0000000000000p+0", "0x1.76147e0000000p-9",
+        "-0x1.0000000000000p+0", "-0x1.0003ce0000000p+93", "-0x1.0000000000000p+1",
+        "0x1.16e5cc0000000p-9"
+    ], (1, 47), 'float32'),
+    'weights': _array(["-0x1.0000000000000p+0"], (1,), 'float32'),
+}
+
+
+def call(inputs):
+    dtypes = {}
+    import os
+
+    os.environ["KERAS_BACKEND"] = "tensorflow"  # Keras fixes its backend when imported
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # logging only
+    import keras
+    import tensorflow as tf
+
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction='none', ignore_class=None, axis=-1)
+    logits = tf.constant(inputs['logits'])
+    labels = tf.constant(inputs['labels'])
+    weights = tf.constant(inputs['weights'])
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        out = loss(labels, logits, sample_weight=weights)
+        total = tf.reduce_sum(out)
+    g = tape.gradient(total, [logits])
+    value = out.numpy()
+    grads = {n: gi.numpy() for n, gi in zip(['logits'], g) if gi is not None}
+    return value, grads, dtypes
+
+
+def _hex(x):
+    return float(np.asarray(x, dtype=np.float64)).hex()
+
+
+def _same(a, b):
+    """The same number (NaN matches NaN; -0.0 does not match 0.0)."""
+    return (np.isnan(a) and np.isnan(b)) or (a == b and np.signbit(a) == np.signbit(b))
+
+
+def main():
+    try:
+        value, grads, dtypes = call(inputs)
+    except Exception as e:  # the verdict "raised" is an exception where the truth is defined
+        print(f"the call raised {type(e).__name__}: {e}")
+        if "--json" in sys.argv:
+            print(json.dumps({"raised": type(e).__name__}))
+        ok = VERDICT == "raised"
+        print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+        return 0 if ok else 1
+    if "--json" in sys.argv:
+        out = {"value": _dump(value, dtypes.get("value")),
+               "grads": {k: _dump(g, dtypes.get(k)) for k, g in grads.items()}}
+        print(json.dumps(out))
+        return 0
+    got = value if QUANTITY == "value" else grads.get(QUANTITY[5:])
+    if got is None:
+        print(f"the call returned no {QUANTITY}")
+        return 1
+    got = np.asarray(got)
+    got_dtype = dtypes.get("value" if QUANTITY == "value" else QUANTITY[5:], got.dtype.name)
+    print(f"returned {QUANTITY}: dtype {got_dtype}, shape {list(got.shape)}")
+    if VERDICT == "raised":
+        print("expected an exception (" + MESSAGE + "), but the call returned")
+        return 1
+    if VERDICT in ("dtype", "shape"):
+        print(MESSAGE)
+        ok = (VERDICT == "dtype" and got_dtype != DTYPE) or (VERDICT == "shape" and MESSAGE.startswith(
+            f"returned shape {list(got.shape)}"))
+    else:
+        element = got.reshape(-1)[0] if INDEX is None and got.size else got[tuple(INDEX or ())]
+        here = _hex(element)
+        where = "" if INDEX is None else f" at {tuple(INDEX)}"
+        print(f"{QUANTITY}{where}: returned {here} ({float.fromhex(here)!r})")
+        if TRUTH is not None:
+            print(f"{QUANTITY}{where}: certified truth {TRUTH} ({float.fromhex(TRUTH)!r}) in {DTYPE}")
+        ok = RECORDED is not None and _same(float.fromhex(here), float.fromhex(RECORDED))
+    print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+    return 0 if ok else 1
+
+
+def _dump(a, dtype=None):
+    a = np.asarray(a)
+    return {"dtype": dtype or a.dtype.name, "shape": list(a.shape),
+            "hex": [float(x).hex() for x in np.asarray(a, dtype=np.float64).reshape(-1)]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""xent reproducer: jax-x64 / optax.sigmoid_binary_cross_entropy: sigmoid_bce_logits bfloat16, verdict underflow.
+
+`jax-x64/optax.sigmoid_binary_cross_entropy` sigmoid_bce_logits bfloat16: underflow at (0, 0, 0)
+— returned 0 where the gradient d/dlabels is -7.5e-39 (82 ulp, allowed 4.641; condition number
+1) (x=7.5e-39, z=1) [case cd73fb0d06b9745b]
+
+Case cd73fb0d06b9745b (regime:subnormal_logits; shrunk). Needs only numpy and the framework (jax-x64 jax 0.10.2, optax 0.2.8).
+Run: python cd73fb0d06b9745b.py        (exit 0: the divergence reproduced; 1: it did not)
+     python cd73fb0d06b9745b.py --json (every output element as hex)
+"""
+import json
+import sys
+
+import numpy as np
+
+DTYPE = 'bfloat16'
+VERDICT = 'underflow'
+QUANTITY = 'grad:labels'  # "value", or "grad:<input>" for the gradient of sum(value) w.r.t. an input
+INDEX = (0, 0, 0)  # the element xent reported (None: the whole output)
+RECORDED = '0x0p+0'  # what xent saw the call return there (float.hex of the value; None: no number)
+TRUTH = '-0x1.48p-127'  # the certified, correctly rounded value in bfloat16 (float.hex)
+MESSAGE = ''
+
+
+def _array(tokens, shape, dtype):
+    """Bit-exact inputs: float.hex strings (or ints) into an array of the case dtype; a NaN other
+    than the canonical one is "nan:<its bit pattern in the dtype>"."""
+    if dtype == "int64":
+        return np.array(tokens, dtype=np.int64).reshape(shape)
+    # bfloat16 has no numpy dtype: float32 holds every bfloat16 value exactly (its bits << 16).
+    np_dtype = {"float16": np.float16, "float32": np.float32, "bfloat16": np.float32,
+                "float64": np.float64}[dtype]
+    uint = {"float16": np.uint16, "float32": np.uint32, "bfloat16": np.uint32, "float64": np.uint64}[dtype]
+    out = np.empty(len(tokens), dtype=np_dtype)
+    for k, t in enumerate(tokens):
+        if t.startswith("nan:"):
+            bits = int(t[4:], 16) << (16 if dtype == "bfloat16" else 0)
+            out[k] = np.array([bits], dtype=uint).view(np_dtype)[0]
+        else:
+            out[k] = float.fromhex(t)
+    return out.reshape(shape)
+
+
+inputs = {
+    'labels': _array(["0x1.0000000000000p+0"], (1, 1, 1), 'bfloat16'),
+    'logits': _array(["0x1.4800000000000p-127"], (1, 1, 1), 'bfloat16'),
+}
+
+
+def call(inputs):
+    dtypes = {}
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def bfloat16(a):  # float32 holding bfloat16 values -> the bfloat16 array, bit for bit
+        return (a.view(np.uint32) >> 16).astype(np.uint16).view(jnp.bfloat16)
+
+    with jax.enable_x64(True):  # 64-bit types, for the calls in this block only
+        logits = jnp.asarray(bfloat16(inputs['logits']))
+        labels = jnp.asarray(bfloat16(inputs['labels']))
+        fn = optax.sigmoid_binary_cross_entropy
+        value, pullback = jax.vjp(fn, logits, labels)
+        g = pullback(jnp.ones_like(value))  # the gradient of sum(value)
+        value = np.asarray(value)
+        grads = {'logits': np.asarray(g[0]), 'labels': np.asarray(g[1])}
+    return value, grads, dtypes
+
+
+def _hex(x):
+    return float(np.asarray(x, dtype=np.float64)).hex()
+
+
+def _same(a, b):
+    """The same number (NaN matches NaN; -0.0 does not match 0.0)."""
+    return (np.isnan(a) and np.isnan(b)) or (a == b and np.signbit(a) == np.signbit(b))
+
+
+def main():
+    try:
+        value, grads, dtypes = call(inputs)
+    except Exception as e:  # the verdict "raised" is an exception where the truth is defined
+        print(f"the call raised {type(e).__name__}: {e}")
+        if "--json" in sys.argv:
+            print(json.dumps({"raised": type(e).__name__}))
+        ok = VERDICT == "raised"
+        print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+        return 0 if ok else 1
+    if "--json" in sys.argv:
+        out = {"value": _dump(value, dtypes.get("value")),
+               "grads": {k: _dump(g, dtypes.get(k)) for k, g in grads.items()}}
+        print(json.dumps(out))
+        return 0
+    got = value if QUANTITY == "value" else grads.get(QUANTITY[5:])
+    if got is None:
+        print(f"the call returned no {QUANTITY}")
+        return 1
+    got = np.asarray(got)
+    got_dtype = dtypes.get("value" if QUANTITY == "value" else QUANTITY[5:], got.dtype.name)
+    print(f"returned {QUANTITY}: dtype {got_dtype}, shape {list(got.shape)}")
+    if VERDICT == "raised":
+        print("expected an exception (" + MESSAGE + "), but the call returned")
+        return 1
+    if VERDICT in ("dtype", "shape"):
+        print(MESSAGE)
+        ok = (VERDICT == "dtype" and got_dtype != DTYPE) or (VERDICT == "shape" and MESSAGE.startswith(
+            f"returned shape {list(got.shape)}"))
+    else:
+        element = got.reshape(-1)[0] if INDEX is None and got.size else got[tuple(INDEX or ())]
+        here = _hex(element)
+        where = "" if INDEX is None else f" at {tuple(INDEX)}"
+        print(f"{QUANTITY}{where}: returned {here} ({float.fromhex(here)!r})")
+        if TRUTH is not None:
+            print(f"{QUANTITY}{where}: certified truth {TRUTH} ({float.fromhex(TRUTH)!r}) in {DTYPE}")
+        ok = RECORDED is not None and _same(float.fromhex(here), float.fromhex(RECORDED))
+    print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+    return 0 if ok else 1
+
+
+def _dump(a, dtype=None):
+    a = np.asarray(a)
+    return {"dtype": dtype or a.dtype.name, "shape": list(a.shape),
+            "hex": [float(x).hex() for x in np.asarray(a, dtype=np.float64).reshape(-1)]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

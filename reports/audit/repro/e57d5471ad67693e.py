@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""xent reproducer: tensorflow / tf.nn.sampled_softmax_loss: sampled_softmax bfloat16, verdict nan.
+
+`tensorflow/tf.nn.sampled_softmax_loss` sampled_softmax bfloat16: nan at (3,) — returned nan
+where the loss is 0 (inputs=[2, 4, -0.00934, -1, … (12 values)], embeddings=[-0, -8.2,
+-1.66e-28, 9, … (15 values)], biases=[1, 7.66, -0.00346, 0, … (5 values)], z=[0, 4, 0, 1],
+sampled=[1, 1], true_expected_count=[3, 0.34, 1.83e-29, 1], sampled_expected_count=[0.5,
+0.0432]) [case e57d5471ad67693e]
+
+Case e57d5471ad67693e (regime:accidental_hits; shrunk). Needs only numpy and the framework (tensorflow 2.21.0).
+Run: python e57d5471ad67693e.py        (exit 0: the divergence reproduced; 1: it did not)
+     python e57d5471ad67693e.py --json (every output element as hex)
+"""
+import json
+import sys
+
+import numpy as np
+
+DTYPE = 'bfloat16'
+VERDICT = 'nan'
+QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) w.r.t. an input
+INDEX = (3,)  # the element xent reported (None: the whole output)
+RECORDED = 'nan'  # what xent saw the call return there (float.hex of the value; None: no number)
+TRUTH = '0x0p+0'  # the certified, correctly rounded value in bfloat16 (float.hex)
+MESSAGE = ''
+
+
+def _array(tokens, shape, dtype):
+    """Bit-exact inputs: float.hex strings (or ints) into an array of the case dtype; a NaN other
+    than the canonical one is "nan:<its bit pattern in the dtype>"."""
+    if dtype == "int64":
+        return np.array(tokens, dtype=np.int64).reshape(shape)
+    # bfloat16 has no numpy dtype: float32 holds every bfloat16 value exactly (its bits << 16).
+    np_dtype = {"float16": np.float16, "float32": np.float32, "bfloat16": np.float32,
+                "float64": np.float64}[dtype]
+    uint = {"float16": np.uint16, "float32": np.uint32, "bfloat16": np.uint32, "float64": np.uint64}[dtype]
+    out = np.empty(len(tokens), dtype=np_dtype)
+    for k, t in enumerate(tokens):
+        if t.startswith("nan:"):
+            bits = int(t[4:], 16) << (16 if dtype == "bfloat16" else 0)
+            out[k] = np.array([bits], dtype=uint).view(np_dtype)[0]
+        else:
+            out[k] = float.fromhex(t)
+    return out.reshape(shape)
+
+
+inputs = {
+    'biases': _array([
+        "0x1.0000000000000p+0", "0x1.ea00000000000p+2", "-0x1.c600000000000p-9", "0x0.0p+0",
+        "0x1.0000000000000p-14"
+    ], (5,), 'bfloat16'),
+    'embeddings': _array([
+        "-0x0.0p+0", "-0x1.0600000000000p+3", "-0x1.a400000000000p-93", "0x1.2000000000000p+3",
+        "0x1.ca00000000000p-7", "-0x1.0000000000000p+0", "-0x1.0000000000000p+0",
+        "0x1.6000000000000p+1", "0x1.8000000000000p+1", "0x0.0p+0", "0x1.3a00000000000p-8",
+        "0x1.9800000000000p-7", "0x1.6a00000000000p-7", "0x1.f600000000000p-2", "0x1.5600000000000p-7"
+    ], (5, 3), 'bfloat16'),
+    'inputs': _array([
+        "0x1.0000000000000p+1", "0x1.0000000000000p+2", "-0x1.3200000000000p-7",
+        "-0x1.0000000000000p+0", "0x1.0000000000000p-6", "-0x1.0000000000000p+0", "0x0.0p+0",
+        "0x0.0p+0", "0x1.0000000000000p+3", "-0x1.0000000000000p+0", "-0x0.0p+0", "-0x0.0p+0"
+    ], (4, 3), 'bfloat16'),
+    'labels': _array([0, 4, 0, 1], (4, 1), 'int64'),
+    'sampled': _array([1, 1], (2,), 'int64'),
+    'sampled_expected_count': _array(["0x1.0000000000000p-1", "0x1.6200000000000p-5"], (2,), 'bfloat16'),
+    'true_expected_count': _array([
+        "0x1.8000000000000p+1", "0x1.5c00000000000p-2", "0x1.7400000000000p-96", "0x1.0000000000000p+0"
+    ], (4, 1), 'bfloat16'),
+}
+
+
+def call(inputs):
+    dtypes = {}
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as xent does: logging only
+    import tensorflow as tf
+
+    # numpy has no bfloat16: the float32 arrays' top 16 bits are the case's bfloat16 bits exactly
+    bfloat16 = lambda a: (a.view(np.uint32) >> 16).astype(np.uint16).view(tf.bfloat16.as_numpy_dtype)
+    biases = tf.constant(bfloat16(inputs['biases']))
+    embeddings = tf.constant(bfloat16(inputs['embeddings']))
+    inputs_ = tf.constant(bfloat16(inputs['inputs']))
+    labels = tf.constant(inputs['labels'])
+    sampled = tf.constant(inputs['sampled'])
+    sampled_expected_count = tf.constant(bfloat16(inputs['sampled_expected_count']))
+    true_expected_count = tf.constant(bfloat16(inputs['true_expected_count']))
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        out = tf.nn.sampled_softmax_loss(weights=embeddings, biases=biases, labels=labels, inputs=inputs_, num_sampled=2, num_classes=5, num_true=1, sampled_values=(sampled, true_expected_count, sampled_expected_count), remove_accidental_hits=True)
+        total = tf.reduce_sum(out)
+    value = out.numpy()
+    grads = {}
+    return value, grads, dtypes
+
+
+def _hex(x):
+    return float(np.asarray(x, dtype=np.float64)).hex()
+
+
+def _same(a, b):
+    """The same number (NaN matches NaN; -0.0 does not match 0.0)."""
+    return (np.isnan(a) and np.isnan(b)) or (a == b and np.signbit(a) == np.signbit(b))
+
+
+def main():
+    try:
+        value, grads, dtypes = call(inputs)
+    except Exception as e:  # the verdict "raised" is an exception where the truth is defined
+        print(f"the call raised {type(e).__name__}: {e}")
+        if "--json" in sys.argv:
+            print(json.dumps({"raised": type(e).__name__}))
+        ok = VERDICT == "raised"
+        print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+        return 0 if ok else 1
+    if "--json" in sys.argv:
+        out = {"value": _dump(value, dtypes.get("value")),
+               "grads": {k: _dump(g, dtypes.get(k)) for k, g in grads.items()}}
+        print(json.dumps(out))
+        return 0
+    got = value if QUANTITY == "value" else grads.get(QUANTITY[5:])
+    if got is None:
+        print(f"the call returned no {QUANTITY}")
+        return 1
+    got = np.asarray(got)
+    got_dtype = dtypes.get("value" if QUANTITY == "value" else QUANTITY[5:], got.dtype.name)
+    print(f"returned {QUANTITY}: dtype {got_dtype}, shape {list(got.shape)}")
+    if VERDICT == "raised":
+        print("expected an exception (" + MESSAGE + "), but the call returned")
+        return 1
+    if VERDICT in ("dtype", "shape"):
+        print(MESSAGE)
+        ok = (VERDICT == "dtype" and got_dtype != DTYPE) or (VERDICT == "shape" and MESSAGE.startswith(
+            f"returned shape {list(got.shape)}"))
+    else:
+        element = got.reshape(-1)[0] if INDEX is None and got.size else got[tuple(INDEX or ())]
+        here = _hex(element)
+        where = "" if INDEX is None else f" at {tuple(INDEX)}"
+        print(f"{QUANTITY}{where}: returned {here} ({float.fromhex(here)!r})")
+        if TRUTH is not None:
+            print(f"{QUANTITY}{where}: certified truth {TRUTH} ({float.fromhex(TRUTH)!r}) in {DTYPE}")
+        ok = RECORDED is not None and _same(float.fromhex(here), float.fromhex(RECORDED))
+    print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
+    return 0 if ok else 1
+
+
+def _dump(a, dtype=None):
+    a = np.asarray(a)
+    return {"dtype": dtype or a.dtype.name, "shape": list(a.shape),
+            "hex": [float(x).hex() for x in np.asarray(a, dtype=np.float64).reshape(-1)]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
