@@ -87,6 +87,7 @@ def main():
         print(f"the call raised {type(e).__name__}: {e}")
         if "--json" in sys.argv:
             print(json.dumps({"raised": type(e).__name__}))
+            return 0 if VERDICT == "raised" else 1
         ok = VERDICT == "raised"
         print(("REPRODUCED: " if ok else "NOT REPRODUCED: ") + VERDICT + (f" ({MESSAGE})" if MESSAGE else ""))
         return 0 if ok else 1
