@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CI gate: exit 1 on any divergence not listed in FILE (see xent baseline)")
     r.add_argument("--jobs", type=_count, default=os.cpu_count() or 1,
                    help="processes to split the adapters over (default: the number of CPUs)")
+    r.add_argument("--resume", metavar="DIR",
+                   help="continue the run that was writing into DIR (killed or interrupted), with its parameters")
+    r.add_argument("--restart", action="store_true",
+                   help="start over in an --out folder that holds an unfinished run (its answers are discarded)")
     r.add_argument("--quiet", action="store_true", help="no progress display")
     r.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # progress as lines even on a tty
     r.add_argument("--no-repro", action="store_true", help=argparse.SUPPRESS)  # a --jobs part: the parent writes them
@@ -341,9 +346,52 @@ def _load_report(path: str) -> dict:
         raise UsageError(str(e)) from None
 
 
+_RUN_PARAMS = ("adapters", "variants", "dtypes", "examples", "search", "shrink", "seed", "db", "jobs")
+
+
 def cmd_run(args, argv) -> int:
+    """``xent run``: the folder is locked, the parameters saved, every answer journaled."""
+    from . import report
+    from .journal import FolderLock, InUse, JOURNAL, PARAMS
+
+    out = Path(args.resume or args.out)
+    try:
+        lock = FolderLock(out).acquire()
+    except InUse as e:
+        raise UsageError(str(e)) from None
+    try:
+        params_path = out / PARAMS
+        if args.resume:
+            try:
+                saved = json.loads(params_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                raise UsageError(f"--resume {out}: no resumable run there ({PARAMS} missing or unreadable)") from None
+            if saved.get("finished"):
+                raise UsageError(f"--resume {out}: that run finished; its report is {out / 'report.json'}")
+            for k in _RUN_PARAMS:
+                setattr(args, k, saved["params"][k])
+            argv = saved["argv"]
+        else:
+            if (out / JOURNAL).exists() and not args.restart:
+                raise UsageError(f"{out} holds an unfinished run ({JOURNAL}); continue it with --resume {out}, "
+                                 f"or start over with --restart")
+            params_path.parent.mkdir(parents=True, exist_ok=True)
+            report._write_atomic(params_path, json.dumps(
+                {"params": {k: getattr(args, k) for k in _RUN_PARAMS}, "argv": argv, "finished": False}, indent=1))
+        args.out = str(out)
+        code = _run(args, argv)
+        saved = json.loads(params_path.read_text(encoding="utf-8"))
+        saved["finished"] = True
+        report._write_atomic(params_path, json.dumps(saved, indent=1))
+        return code
+    finally:
+        lock.release()
+
+
+def _run(args, argv) -> int:
     import adapters
     from . import gate, report, runner
+    from .journal import Journal
     from .store import CaseStore
 
     baseline = None
@@ -376,14 +424,20 @@ def cmd_run(args, argv) -> int:
             return 1
     else:
         stream = None if args.quiet else (_Lines(sys.stderr) if args.plain else True)
+        journal = Journal(args.out, resume=bool(args.resume))
         result = runner.run(instances, args.variants, args.dtypes, args.examples, args.seed,
-                            progress=stream, search=args.search, shrink=args.shrink, store=CaseStore(args.db))
+                            progress=stream, search=args.search, shrink=args.shrink, store=CaseStore(args.db),
+                            journal=journal)
+        if journal.replayed:
+            print(f"resumed: {journal.replayed} answers read back from the journal", file=sys.stderr)
         doc = report.build(result, argv)
     for a in doc["environment"]["adapters"]:
         if not a["available"]:
             print(f"xent: warning: adapter {a['name']} unavailable: {a['reason']}", file=sys.stderr)
     repros = {} if args.no_repro else report.attach_repros(doc, {a.name: a for a in instances})
     json_path, md_path = report.write(doc, args.out, repros)
+    if not parallel_run:
+        journal.close(remove=True)  # the report holds it all now
     run = doc["run"]
     print(f"{run['answers']} answers from {len(run['adapters'])} adapter(s) in {run['duration_s']:.1f} s"
           f"{' with ' + str(run['jobs']) + ' jobs' if run.get('jobs') else ''}; "

@@ -5,7 +5,8 @@ itself (its search seed), never on which other adapters run beside it; so a run 
 gives the same cells, verdicts and divergences as the run in one process, only sooner. Adapters
 are dealt to processes by weight (a ``slow`` adapter, which compiles every new shape, weighs 8,
 others 1), heaviest first. Each process is ``xent run`` on its share, writing a report into a
-temporary folder; its progress lines are passed on, prefixed. A process that fails does not lose
+folder ``OUT/jobs/job-K`` (journaled like any run, so ``--resume OUT`` resumes each job where
+it stopped; removed once merged); its progress lines are passed on, prefixed. A process that fails does not lose
 the others' work: the merged report says which adapters are missing and why.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -33,9 +34,28 @@ def partition(adapters: list, jobs: int) -> list[list]:
     return [sorted(g, key=lambda a: order[a.name]) for g in groups if g]
 
 
+def _die_with_parent() -> None:
+    """In the child: the kernel sends SIGKILL when the parent dies (Linux), so a killed run leaves
+    no job running on, holding its folder's lock."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
+
+
 def _pump(stream, prefix: str, sink) -> None:
     for line in iter(stream.readline, ""):
         print(f"{prefix} {line.rstrip()}", file=sink, flush=True)
+
+
+def _state(folder: Path) -> str:
+    try:
+        saved = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "none"
+    return "finished" if saved.get("finished") else "unfinished"
 
 
 def run(adapters: list, args, argv: list[str], progress=True) -> tuple[dict, list[str]]:
@@ -43,43 +63,52 @@ def run(adapters: list, args, argv: list[str], progress=True) -> tuple[dict, lis
     groups = partition(adapters, args.jobs)
     sink = sys.stderr if progress else None
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="xent-jobs-") as tmp:
-        procs = []
-        for k, group in enumerate(groups, 1):
-            out = Path(tmp) / f"job-{k}"
-            cmd = [sys.executable, "-m", "conformance", "run", "--jobs", "1", "--quiet" if sink is None else "--plain",
-                   "--adapters", ",".join(a.name for a in group), "--variants", ",".join(args.variants),
-                   "--dtypes", ",".join(args.dtypes), "--examples", str(args.examples), "--search", str(args.search),
-                   "--shrink", str(args.shrink), "--seed", str(args.seed), "--out", str(out), "--db", args.db,
-                   "--no-repro"]
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
-            env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-            names = ",".join(a.name for a in group)
-            t = threading.Thread(target=_pump, args=(p.stderr, f"[job {k}: {names}]", sink or open(os.devnull, "w")),
-                                 daemon=True)
-            t.start()
-            procs.append((k, group, out, p, t))
-        docs, errors = [], []
-        try:
-            codes = [p.wait() for _, _, _, p, _ in procs]
-        except BaseException:  # interrupted: leave no orphan process behind
-            for _, _, _, p, _ in procs:
+    jobs_dir = Path(args.out) / "jobs"  # inside the run's folder: a killed run resumes its jobs too
+    procs, docs, errors = [], [], []
+    for k, group in enumerate(groups, 1):
+        out = jobs_dir / f"job-{k}"
+        names = ",".join(a.name for a in group)
+        state = _state(out)
+        if args.resume and state == "finished":
+            procs.append((k, group, out, None, None))
+            continue
+        where = ["--resume", str(out)] if args.resume and state == "unfinished" else ["--out", str(out), "--restart"]
+        cmd = [sys.executable, "-m", "conformance", "run", "--jobs", "1", "--quiet" if sink is None else "--plain",
+               "--adapters", names, "--variants", ",".join(args.variants),
+               "--dtypes", ",".join(args.dtypes), "--examples", str(args.examples), "--search", str(args.search),
+               "--shrink", str(args.shrink), "--seed", str(args.seed), *where, "--db", args.db, "--no-repro"]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                             preexec_fn=_die_with_parent)
+        t = threading.Thread(target=_pump, args=(p.stderr, f"[job {k}: {names}]", sink or open(os.devnull, "w")),
+                             daemon=True)
+        t.start()
+        procs.append((k, group, out, p, t))
+    try:
+        codes = [p.wait() if p is not None else 0 for _, _, _, p, _ in procs]
+    except BaseException:  # interrupted: leave no orphan process behind
+        for _, _, _, p, _ in procs:
+            if p is not None:
                 p.terminate()
-            for _, _, _, p, _ in procs:
+        for _, _, _, p, _ in procs:
+            if p is not None:
                 p.wait()
-            raise
-        for (k, group, out, p, t), code in zip(procs, codes):
+        raise
+    for (k, group, out, p, t), code in zip(procs, codes):
+        if t is not None:
             t.join()
-            report = out / "report.json"
-            if report.is_file():
-                docs.append(json.loads(report.read_text(encoding="utf-8")))
-            if code not in (0, 1) or not report.is_file():
-                errors.append(f"job {k} ({', '.join(a.name for a in group)}) exited with status {code}"
-                              + ("" if report.is_file() else " and wrote no report"))
+        report = out / "report.json"
+        if report.is_file() and _state(out) == "finished":
+            docs.append(json.loads(report.read_text(encoding="utf-8")))
+        if code not in (0, 1) or not report.is_file():
+            errors.append(f"job {k} ({', '.join(a.name for a in group)}) exited with status {code}"
+                          + ("" if report.is_file() else " and wrote no report"))
     if not docs:
         raise RuntimeError("; ".join(errors) or "no job wrote a report")
     doc = merge(docs, [a.name for a in adapters], argv)
+    if not errors:
+        shutil.rmtree(jobs_dir, ignore_errors=True)  # merged: the parts are in the report
     doc["run"]["duration_s"] = round(time.perf_counter() - t0, 3)
     doc["run"]["jobs"] = len(groups)
     return doc, errors
@@ -110,9 +139,8 @@ def merge(docs: list[dict], order: list[str], argv: list[str]) -> dict:
             m["seconds"] = round(m["seconds"] + o["seconds"], 3)
             m["max_prec"] = max(m["max_prec"], o["max_prec"])
     merged["oracle"] = [by_pair[k] for k in sorted(by_pair, key=list(by_pair).index)]
-    by_adapter = lambda item: rank.get(item["adapter"], len(rank))  # noqa: E731
     for key in ("cells", "not_applicable", "divergences"):
-        merged[key] = sorted((x for d in docs for x in d[key]), key=by_adapter)
+        merged[key] = [x for d in docs for x in d[key]]
     seen, errors = set(), []
     for d in docs:
         for e in d["oracle_errors"]:
@@ -120,4 +148,6 @@ def merge(docs: list[dict], order: list[str], argv: list[str]) -> dict:
                 seen.add(e["case_id"])
                 errors.append(e)
     merged["oracle_errors"] = errors
-    return merged
+    from .report import canonical_order
+
+    return canonical_order(merged)

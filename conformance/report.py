@@ -47,9 +47,28 @@ def environment(adapter_info: list[dict]) -> dict:
     }
 
 
+def canonical_order(doc: dict) -> dict:
+    """Cells, divergences and not-applicable counts in one order whatever produced them (one
+    process or merged jobs): variant, dtype, adapter as the run lists them, then API, verdict
+    severity and regime."""
+    run = doc["run"]
+    vi = {v: i for i, v in enumerate(run["variants"])}
+    di = {d: i for i, d in enumerate(run["dtypes"])}
+    ai = {a["name"]: i for i, a in enumerate(doc["environment"]["adapters"])}
+    si = {v: i for i, v in enumerate(SEVERITY)}
+
+    def key(x):
+        return (vi.get(x["variant"], len(vi)), di.get(x["dtype"], len(di)), ai.get(x["adapter"], len(ai)),
+                x.get("api", ""), si.get(x.get("verdict"), len(si)), x.get("regime", ""))
+
+    for k in ("cells", "divergences", "not_applicable"):
+        doc[k] = sorted(doc[k], key=key)
+    return doc
+
+
 def build(result, argv: list[str] | None = None) -> dict:
     """The report.json document of a ``runner.RunResult``."""
-    return {
+    return canonical_order({
         "schema": SCHEMA,
         "environment": environment(result.adapters),
         "run": {
@@ -68,7 +87,7 @@ def build(result, argv: list[str] | None = None) -> dict:
         "not_applicable": result.not_applicable,
         "divergences": [_with_explanation(d) for d in result.divergences],
         "oracle_errors": result.oracle_errors,
-    }
+    })
 
 
 def minimal(div: dict) -> dict:

@@ -180,8 +180,21 @@ def default_source(variant: str, dtype: str, examples: int, seed: int) -> list[C
     return corpus + list(generate(variant, dtype, examples, seed))
 
 
+class _Bounded(dict):
+    """A dict that forgets its oldest entries past ``limit``: caches that keep memory flat."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        if len(self) > self.limit:
+            del self[next(iter(self))]
+
+
 def run(adapters, variants, dtypes, examples: int, seed: int, source=default_source,
-        progress=True, search: int = 0, shrink: int = 0, store=None) -> RunResult:
+        progress=True, search: int = 0, shrink: int = 0, store=None, journal=None) -> RunResult:
     """Run every available adapter in ``adapters`` (instances or names) over the cases.
 
     Per variant and dtype: ``source(variant, dtype, examples, seed)`` gives the shared cases
@@ -189,7 +202,8 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
     cell (adapter, API) that answered runs its own targeted search of ``search`` cases
     (``conformance.search``); divergences are grouped per cell, verdict and input regime, and the
     worst case of each new group is shrunk with at most ``shrink`` adapter calls. ``progress`` is a
-    stream, True for stderr, or None; ``store`` (a ``CaseStore``) keeps every divergent case kept.
+    stream, True for stderr, or None; ``store`` (a ``CaseStore``) keeps every divergent case kept;
+    ``journal`` (a ``journal.Journal``) records every answer and reads back those of a killed run.
     """
     from .progress import Progress
     from . import search as searching
@@ -207,8 +221,8 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
     cells: dict[tuple, Cell] = {}
     groups: dict[tuple, Group] = {}
     not_applicable: Counter = Counter()
-    truths: dict[str, object] = {}
-    judged: dict[tuple, object] = {}  # (adapter, api, case_id) -> (truth, verdict) while shrinking
+    truths: dict = _Bounded(4096)  # oracle results by case_id (contract results by (case_id, params))
+    judged: dict = _Bounded(4096)  # (adapter, api, case_id) -> (truth, verdict) while shrinking
     start = time.perf_counter()
     pairs = [(v, d) for v in result.variants for d in result.dtypes]
     show = Progress(progress, len(pairs))
@@ -246,7 +260,7 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
                 if not apis:
                     not_applicable[(a.name, variant, dtype)] += 1
                 for api in apis:
-                    cv, seconds = _judge(a, api, case, truth, truths)
+                    cv, seconds = _judge(a, api, case, truth, truths, journal)
                     record(a, api, case, truth, cv, seconds)
         if search > 0:
             for a in usable:
@@ -260,7 +274,7 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
                         except OracleError as e:
                             _oracle_error(result, case, e)
                             return None
-                        cv, seconds = _judge(a, api, case, truth, truths)
+                        cv, seconds = _judge(a, api, case, truth, truths, journal)
                         judge.seconds = seconds
                         return truth, cv
 
@@ -287,7 +301,7 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
                             except OracleError:
                                 judged[key] = None
                             else:
-                                judged[key] = truth, _judge(a, api, case, truth, truths)[0]
+                                judged[key] = truth, _judge(a, api, case, truth, truths, journal)[0]
                     return judged[key]
 
                 g.shrunk = shrink_case(g.case, g.truth, g.cv, judge_shrink, _budget(a, shrink)) or False
@@ -354,7 +368,19 @@ def _contract_truth(case: Case, declared, truths: dict):
     return truths[key]
 
 
-def _judge(adapter, api: str, case: Case, truth, truths: dict) -> tuple[CaseVerdict, float]:
+def _judge(adapter, api: str, case: Case, truth, truths: dict, journal=None) -> tuple[CaseVerdict, float]:
+    key = (adapter.name, api, case.case_id)
+    if journal is not None:
+        hit = journal.get(key)
+        if hit is not None:  # answered before the run was killed: read back, not asked again
+            return hit
+    cv, seconds = _judge_now(adapter, api, case, truth, truths)
+    if journal is not None:
+        journal.record(key, cv, seconds)
+    return cv, seconds
+
+
+def _judge_now(adapter, api: str, case: Case, truth, truths: dict) -> tuple[CaseVerdict, float]:
     contract = None
     declared = adapter.contract(case, api) if hasattr(adapter, "contract") else None
     if declared is not None:
@@ -363,6 +389,11 @@ def _judge(adapter, api: str, case: Case, truth, truths: dict) -> tuple[CaseVerd
     try:
         output = adapter.evaluate(case, api, grads=True)
     except Exception as e:  # the implementation's exception is the verdict "raised"
+        # ...unless the adapter's worker process died or hung on it (adapters.base): the case's
+        # verdict is crash or timeout, with the signal or the limit
+        kind = {"AdapterCrashed": "crash", "AdapterTimeout": "timeout"}.get(type(e).__name__)
+        if kind is not None:
+            return CaseVerdict.single(kind, str(e)), time.perf_counter() - t0
         return classify(case, truth, error=e), time.perf_counter() - t0
     seconds = time.perf_counter() - t0
     if contract is not None and contract.status == "invalid":
