@@ -159,6 +159,50 @@ def generate(variant: str, dtype: str, n: int, seed: int) -> list[Case]:
     return sample_cases(cases_for(variant, dtype), n, seed)
 
 
+def stream_cases(strategy: st.SearchStrategy[Case], n: int, seed: int, buffer: int = 64):
+    """The cases of ``sample_cases(strategy, n, seed)``, in the same order, as a generator that
+    holds at most ``buffer`` of them (plus the ids seen): for runs of 10^5 cases and more, memory
+    stays flat. The hypothesis run draws in a thread and waits while the buffer is full."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=buffer)
+    done = object()
+    failure: list[BaseException] = []
+
+    def produce():
+        seen: set[str] = set()
+
+        @hypothesis.seed(seed)
+        @settings(max_examples=n, database=None, phases=[Phase.generate], deadline=None,
+                  suppress_health_check=list(HealthCheck), derandomize=False, backend=_register_backend())
+        @hypothesis.given(strategy)
+        def collect(case):
+            if case.case_id not in seen:
+                seen.add(case.case_id)
+                q.put(case)
+
+        try:
+            collect()
+        except BaseException as e:  # handed to the consumer, raised there
+            failure.append(e)
+        q.put(done)
+
+    threading.Thread(target=produce, daemon=True, name="xent-cases").start()
+    while True:
+        item = q.get()
+        if item is done:
+            break
+        yield item
+    if failure:
+        raise failure[0]
+
+
+def generate_stream(variant: str, dtype: str, n: int, seed: int):
+    """``generate`` as a generator (same cases, same order) with flat memory."""
+    return stream_cases(cases_for(variant, dtype), n, seed)
+
+
 # -- plain variants (one logits or probs array along an optional class axis) ---------------------
 
 @st.composite

@@ -172,12 +172,12 @@ def _corpus() -> tuple[Case, ...]:
     return tuple(load_corpus())
 
 
-def default_source(variant: str, dtype: str, examples: int, seed: int) -> list[Case]:
+def default_source(variant: str, dtype: str, examples: int, seed: int):
     """Corpus cases of this variant and dtype, then ``examples`` generated ones."""
-    from cases.strategies import generate
+    from cases.strategies import generate_stream
 
-    corpus = [c for c in _corpus() if c.variant == variant and c.dtype == dtype]
-    return corpus + list(generate(variant, dtype, examples, seed))
+    yield from (c for c in _corpus() if c.variant == variant and c.dtype == dtype)
+    yield from generate_stream(variant, dtype, examples, seed)  # streamed: flat memory on long runs
 
 
 class _Bounded(dict):
