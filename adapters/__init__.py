@@ -1,9 +1,19 @@
-"""Adapters by name, imported only when asked for: importing this package imports no framework."""
+"""Adapters by name, imported only when asked for: importing this package imports no framework.
+
+``get(name)`` gives the adapter in this process; ``get(name, isolated=True)`` gives it served by a
+worker process of its own (``adapters._worker.IsolatedAdapter``), so that a crash, a hang or a
+memory blow-up on one case costs that case (the verdicts ``crash`` and ``timeout``), not the run.
+Adapters that must run in a worker anyway (the Keras adapters, the ``crashy``, ``hang`` and
+``leak`` controls) are `WorkerAdapter`s either way.
+
+``names()`` is the default set of ``xent run``; the adapters in ``OPT_IN`` (the controls that
+crash, hang and leak) run only when named (``names(include_opt_in=True)`` lists them too).
+"""
 from __future__ import annotations
 
 import importlib
 
-from .base import Adapter, Contract, Output
+from .base import Adapter, AdapterCrashed, AdapterTimeout, Contract, Output
 
 #: adapter name -> "module:Class"; the module is imported by `get`, never here.
 ADAPTERS: dict[str, str] = {
@@ -21,11 +31,18 @@ ADAPTERS: dict[str, str] = {
     "sklearn": "adapters.sklearn_adapter:SklearnAdapter",
     "onnxruntime": "adapters.onnx_adapter:OnnxRuntimeAdapter",
     "onnx-reference": "adapters.onnx_adapter:OnnxReferenceAdapter",
+    "crashy": "adapters.controls:CrashyAdapter",
+    "hang": "adapters.controls:HangAdapter",
+    "leak": "adapters.controls:LeakAdapter",
 }
 
+#: adapters that run only when asked for by name: not in `names()`, so not in a plain ``xent run``.
+OPT_IN: frozenset[str] = frozenset({"crashy", "hang", "leak"})
 
-def names() -> list[str]:
-    return list(ADAPTERS)
+
+def names(include_opt_in: bool = False) -> list[str]:
+    """The registered adapters, in order; without the `OPT_IN` ones unless ``include_opt_in``."""
+    return [n for n in ADAPTERS if include_opt_in or n not in OPT_IN]
 
 
 class Unavailable(Adapter):
@@ -42,18 +59,30 @@ class Unavailable(Adapter):
         return []
 
 
-def get(name: str) -> Adapter:
-    """A new instance of the adapter called ``name`` (an `Unavailable` if its module won't import)."""
+def get(name: str, isolated: bool = False) -> Adapter:
+    """A new instance of the adapter called ``name`` (an `Unavailable` if its module won't import).
+
+    ``isolated``: served by a worker process of its own (an `IsolatedAdapter`), which imports the
+    framework once and is restarted after a crash, a timeout or a memory blow-up; an adapter that
+    is already a `WorkerAdapter` is returned as it is. Otherwise the adapter runs in this process.
+    """
     try:
         target = ADAPTERS[name]
     except KeyError:
         raise ValueError(f"unknown adapter {name!r}; known adapters: {', '.join(ADAPTERS)}") from None
-    module, cls = target.split(":")
+    module, cls_name = target.split(":")
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
         return Unavailable(name, f"{module} does not import: {e}")
-    return getattr(mod, cls)()
+    cls = getattr(mod, cls_name)
+    if isolated:
+        from ._worker import IsolatedAdapter, WorkerAdapter
+
+        if not issubclass(cls, WorkerAdapter):
+            return IsolatedAdapter(target, cls)
+    return cls()
 
 
-__all__ = ["ADAPTERS", "Adapter", "Contract", "Output", "get", "names"]
+__all__ = ["ADAPTERS", "OPT_IN", "Adapter", "AdapterCrashed", "AdapterTimeout", "Contract", "Output", "get",
+           "names"]

@@ -4,6 +4,10 @@ An adapter declares, per case, which of its APIs can express it (none: "not appl
 evaluates the case through one API, returning exactly what the implementation returned (numpy
 arrays, the implementation's dtype kept). It never decides a tolerance and never catches the
 implementation's exceptions: the engine records those as the verdict "raised".
+
+An adapter served by a worker process (``adapters._worker``) may also raise `AdapterCrashed` (the
+worker died: a signal, an exit, or the memory limit) or `AdapterTimeout` (no answer within the
+per-call limit): the engine records those as the verdicts "crash" and "timeout", never "raised".
 """
 from __future__ import annotations
 
@@ -12,6 +16,35 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cases import Case
+
+
+class AdapterCrashed(Exception):
+    """The process evaluating a case died, or exceeded its memory limit, before it answered.
+
+    ``signal``: the name of the signal that killed it (``"SIGSEGV"``, ``"SIGABRT"``, ``"SIGKILL"``
+    when killed for memory), its exit code (an int), or None (a ``MemoryError`` raised under the
+    memory limit). ``message`` (also ``str()``) is one line for the report, e.g. "worker died of
+    SIGSEGV" or "exceeded the memory limit of 4 GiB (MemoryError)"; ``memory_limit`` (bytes) is set
+    when the limit was the cause; ``stderr`` is the end of what the process wrote on stderr (a
+    worker's Python stack, from faulthandler, when it died of a signal).
+    """
+
+    def __init__(self, message: str, signal: str | int | None = None, stderr: str = "",
+                 memory_limit: int | None = None):
+        super().__init__(message)
+        self.message, self.signal, self.stderr, self.memory_limit = message, signal, stderr, memory_limit
+
+
+class AdapterTimeout(Exception):
+    """No answer within the per-call limit of ``limit_s`` seconds; the process was killed.
+
+    ``message`` is one line for the report, e.g. "no answer within 60 s (the per-call limit)".
+    """
+
+    def __init__(self, limit_s: float, message: str | None = None):
+        self.limit_s = limit_s
+        self.message = message or f"no answer within {limit_s:g} s (the per-call limit); worker killed"
+        super().__init__(self.message)
 
 
 @dataclass(frozen=True)

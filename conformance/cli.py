@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cases import DTYPES, FORMATS, VARIANTS, Case, CaseError
+from cases.model import MAX_NDIM, one_line
 from cases.variants import INT
 from .numbers import exact_decimal, hex_of, parse_float, shortest
 
@@ -27,6 +28,9 @@ DEFAULT_OUT = "reports/latest"
 
 class UsageError(Exception):
     """A bad command line; main prints it on one line and exits 2."""
+
+    def __init__(self, message):
+        super().__init__(one_line(message))  # a value or path holding a newline stays on the one line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +53,28 @@ def _one(kind: str, known) -> callable:
     def parse(text: str) -> str:
         if text not in known:
             raise argparse.ArgumentTypeError(f"unknown {kind} {text!r}; expected one of {', '.join(known)}")
+        return text
+    return parse
+
+
+def _writable(kind: str) -> callable:
+    """An output path (``kind`` "folder" or "file"), refused up front when it, or the nearest folder
+    that exists on the way to it, cannot be written: a run should not fail at its end."""
+    def parse(text: str) -> str:
+        if not text or "\0" in text:
+            raise argparse.ArgumentTypeError(f"not a path: {text!r}")
+        p = os.path.abspath(text)
+        if kind == "folder" and os.path.exists(p) and not os.path.isdir(p):
+            raise argparse.ArgumentTypeError(f"{text!r} exists and is not a folder")
+        if kind == "file" and os.path.isdir(p):
+            raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+        q = p if kind == "folder" else os.path.dirname(p)
+        while not os.path.lexists(q):
+            q = os.path.dirname(q)
+        if not os.path.isdir(q):
+            raise argparse.ArgumentTypeError(f"cannot write {text!r}: {q!r} is not a folder")
+        if not os.access(q, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"cannot write {text!r}: no write permission in {q!r}")
         return text
     return parse
 
@@ -83,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--json", action="store_true", help="print JSON")
 
     r = sub.add_parser("run", help="every adapter against the oracle; writes report.json and summary.md")
-    r.add_argument("--adapters", type=_csv("adapter", adapters.names()), help="default: every available one")
+    r.add_argument("--adapters", type=_csv("adapter", adapters.names(include_opt_in=True)), help="default: every available one")
     r.add_argument("--variants", type=_csv("variant", list(VARIANTS)), default=list(VARIANTS))
     r.add_argument("--dtypes", type=_csv("dtype", list(DTYPES)), default=list(DTYPES))
     r.add_argument("--examples", type=_count, default=DEFAULT_EXAMPLES,
@@ -93,8 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--shrink", type=_count, default=DEFAULT_SHRINK,
                    help=f"adapter calls to shrink each divergence (default {DEFAULT_SHRINK}; 0: no shrinking)")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT})")
-    r.add_argument("--db", default=".xent", help="case store for xent replay (default .xent)")
+    r.add_argument("--out", default=DEFAULT_OUT, type=_writable("folder"),
+                   help=f"report folder (default {DEFAULT_OUT})")
+    r.add_argument("--db", default=".xent", type=_writable("folder"),
+                   help="case store for xent replay (default .xent)")
     r.add_argument("--baseline", metavar="FILE",
                    help="CI gate: exit 1 on any divergence not listed in FILE (see xent baseline)")
     r.add_argument("--jobs", type=_count, default=os.cpu_count() or 1,
@@ -103,13 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run that was writing into DIR (killed or interrupted), with its parameters")
     r.add_argument("--restart", action="store_true",
                    help="start over in an --out folder that holds an unfinished run (its answers are discarded)")
+    r.add_argument("--in-process", action="store_true",
+                   help="evaluate in this process instead of one worker process per adapter (no crash or "
+                        "timeout isolation; for debugging)")
     r.add_argument("--quiet", action="store_true", help="no progress display")
     r.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # progress as lines even on a tty
     r.add_argument("--no-repro", action="store_true", help=argparse.SUPPRESS)  # a --jobs part: the parent writes them
 
     rp = sub.add_parser("replay", help="one case (a case id or a case file) on every adapter, as a table")
     rp.add_argument("case", metavar="CASE_ID|FILE")
-    rp.add_argument("--adapters", type=_csv("adapter", adapters.names()), help="default: every available one")
+    rp.add_argument("--adapters", type=_csv("adapter", adapters.names(include_opt_in=True)), help="default: every available one")
     rp.add_argument("--db", default=".xent", help="case store to look in (default .xent)")
     rp.add_argument("--reports", default="reports", help="folder of reports to look in (default reports)")
     rp.add_argument("--json", action="store_true", help="print JSON")
@@ -117,13 +148,33 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("baseline", help="write or refresh a baseline of known divergences from a report")
     b.add_argument("report", nargs="?", default=f"{DEFAULT_OUT}/report.json",
                    help=f"the report.json to take the divergences from (default {DEFAULT_OUT}/report.json)")
-    b.add_argument("--out", default="reports/baseline.json", help="the baseline file (default reports/baseline.json); "
-                   "reasons already written in it are kept")
+    b.add_argument("--out", default="reports/baseline.json", type=_writable("file"),
+                   help="the baseline file (default reports/baseline.json); reasons already written in it are kept")
 
     d = sub.add_parser("diff", help="what appeared, was fixed, got worse or better between two reports")
     d.add_argument("old", metavar="OLD.json")
     d.add_argument("new", metavar="NEW.json")
     return p
+
+
+_WORKER_ENV = {"default_timeout_s": "XENT_WORKER_TIMEOUT_S",
+               "default_startup_timeout_s": "XENT_WORKER_STARTUP_TIMEOUT_S",
+               "default_memory_limit": "XENT_WORKER_MEMORY_GB"}
+
+
+def _check_environment() -> None:
+    """The environment variables the adapter workers read, checked before any work (one line, exit 2)
+    instead of when the first worker starts in the middle of a run."""
+    try:
+        from adapters import _worker
+    except ImportError:
+        return
+    for fn, var in _WORKER_ENV.items():
+        try:
+            getattr(_worker, fn, lambda: None)()
+        except (ValueError, OverflowError) as e:
+            text = str(e)
+            raise UsageError(text if var in text else f"{var}={os.environ.get(var)!r}: {text}") from None
 
 
 def main(argv=None) -> int:
@@ -133,6 +184,8 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         if args.command is None:
             raise UsageError("a command is required: list, oracle, run, replay, baseline or diff (see xent --help)")
+        if args.command in ("list", "run", "replay"):  # the commands that may start adapter workers
+            _check_environment()
         return {"list": cmd_list, "oracle": cmd_oracle, "run": cmd_run, "replay": cmd_replay,
                 "baseline": cmd_baseline, "diff": cmd_diff}[args.command](args, argv)
     except UsageError as e:
@@ -149,11 +202,12 @@ def cmd_list(args, argv) -> int:
     import adapters
 
     print("adapters:")
-    for name in adapters.names():
+    for name in adapters.names(include_opt_in=True):
         a = adapters.get(name)
         ok, detail = a.available()
         state = f"available {detail}".rstrip() if ok else f"unavailable: {detail}"
-        print(f"  {name:<16} {'[control] ' if a.control else ''}{state} — {a.description}")
+        opt_in = " [opt-in: only with --adapters]" if name in adapters.OPT_IN else ""
+        print(f"  {name:<16} {'[control] ' if a.control else ''}{state}{opt_in} — {a.description}")
     print("variants:")
     for v in VARIANTS.values():
         print(f"  {v.id:<22} {v.summary}")
@@ -172,27 +226,32 @@ def _tokens(text: str):
     if text.startswith("["):
         try:
             return json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
-        except ValueError as e:
-            raise UsageError(f"not a JSON list: {text!r} ({e})") from None
+        except (ValueError, RecursionError) as e:
+            raise UsageError(f"not a JSON list: {text[:80]!r} ({e})") from None
     return [t.strip() for t in text.split(",")]
 
 
 def _array(name: str, text: str, kind: str, dtype: str, rounded: list[str]) -> np.ndarray:
     f = FORMATS[dtype]
 
-    def convert(tok, where):
+    def convert(tok, where, depth=0):
         if isinstance(tok, list):
-            return [convert(t, f"{where}[{i}]") for i, t in enumerate(tok)]
+            if depth >= MAX_NDIM:
+                raise UsageError(f"--{name}: lists nested more than {MAX_NDIM} deep")
+            return [convert(t, f"{where}[{i}]", depth + 1) for i, t in enumerate(tok)]
         tok = str(tok)
         if kind == INT:
             try:
-                return int(tok)
+                v = int(tok)
             except ValueError:
-                raise UsageError(f"--{name}: {tok!r} is not an integer") from None
+                raise UsageError(f"--{name}: {tok[:80]!r} is not an integer") from None
+            if not -2**63 <= v < 2**63:
+                raise UsageError(f"--{name}: {tok[:80]} does not fit in int64")
+            return v
         try:
             v, changed = parse_float(tok, f)
         except ValueError:
-            raise UsageError(f"--{name}: {tok!r} is not a number") from None
+            raise UsageError(f"--{name}: {tok[:80]!r} is not a number") from None
         if changed:
             rounded.append(f"{where} = {tok} becomes {hex_of(v)} = {exact_decimal(v)} in {dtype}")
         return v
@@ -223,10 +282,11 @@ def _option(spec, text: str):
         if o.type is int:
             return key, int(raw)
         if o.type is float:
-            return key, float.fromhex(raw) if "0x" in raw.lower() else float(raw)
+            return key, parse_float(raw, FORMATS["float64"])[0]  # decimal, hex, inf, nan; no OverflowError
         return key, raw
     except ValueError:
-        raise UsageError(f"--option {text!r}: {raw!r} is not a {o.type.__name__}") from None
+        raise UsageError(f"--option {text[:80]!r}: {raw[:80]!r} is not a{'n' * (o.type is int)} "
+                         f"{o.type.__name__}") from None
 
 
 def _reshape(case_inputs: dict, spec, shape: tuple[int, ...], axis: int) -> None:
@@ -253,6 +313,8 @@ def build_case(args) -> tuple[Case, list[str]]:
         name, sep, text = item.partition("=")
         if not sep:
             raise UsageError(f"--input {item!r}: expected NAME=VALUES")
+        if texts.get(name.strip()) is not None:
+            raise UsageError(f"--input {item[:80]!r}: input {name.strip()!r} is given twice")
         texts[name.strip()] = text
     inputs = {}
     for name, text in texts.items():
@@ -266,13 +328,19 @@ def build_case(args) -> tuple[Case, list[str]]:
     options = dict(_option(spec, t) for t in args.option)
     main_input = inputs.get("probs", inputs.get("logits"))
     shape = main_input.shape if main_input is not None and main_input.ndim else None
-    if args.shape:
+    if args.shape is not None:
         try:
             shape = tuple(int(s) for s in args.shape.split(","))
         except ValueError:
-            raise UsageError(f"--shape {args.shape!r}: expected integers like 2,3") from None
+            raise UsageError(f"--shape {args.shape[:80]!r}: expected integers like 2,3") from None
+        if len(shape) > MAX_NDIM or not all(0 <= s < 2**31 for s in shape):
+            raise UsageError(f"--shape {args.shape[:80]!r}: expected at most {MAX_NDIM} dimensions, each "
+                             f"from 0 to 2**31 - 1")
     if shape is not None:  # also fits a single label of a single row: `--labels 0` is shape ()
-        _reshape(inputs, spec, shape, options.get("axis", spec.defaults().get("axis", -1)))
+        try:
+            _reshape(inputs, spec, shape, options.get("axis", spec.defaults().get("axis", -1)))
+        except (ValueError, ZeroDivisionError) as e:  # an axis that does not fit the shape, ...
+            raise UsageError(f"--shape {list(shape)}: {e}") from None
     try:
         return Case(spec.id, args.dtype, inputs, options, note="xent oracle"), rounded
     except CaseError as e:
@@ -346,7 +414,7 @@ def _load_report(path: str) -> dict:
         raise UsageError(str(e)) from None
 
 
-_RUN_PARAMS = ("adapters", "variants", "dtypes", "examples", "search", "shrink", "seed", "db", "jobs")
+_RUN_PARAMS = ("adapters", "variants", "dtypes", "examples", "search", "shrink", "seed", "db", "jobs", "in_process")
 
 
 def cmd_run(args, argv) -> int:
@@ -359,13 +427,18 @@ def cmd_run(args, argv) -> int:
         lock = FolderLock(out).acquire()
     except InUse as e:
         raise UsageError(str(e)) from None
+    except OSError as e:  # cannot create or lock the folder: a bad --out
+        raise UsageError(f"cannot write the report folder {out}: {e.strerror or e}") from None
     try:
         params_path = out / PARAMS
         if args.resume:
             try:
                 saved = json.loads(params_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 raise UsageError(f"--resume {out}: no resumable run there ({PARAMS} missing or unreadable)") from None
+            if not (isinstance(saved, dict) and isinstance(saved.get("params"), dict)
+                    and isinstance(saved.get("argv"), list) and all(k in saved["params"] for k in _RUN_PARAMS)):
+                raise UsageError(f"--resume {out}: {PARAMS} is not the parameters of a run")
             if saved.get("finished"):
                 raise UsageError(f"--resume {out}: that run finished; its report is {out / 'report.json'}")
             for k in _RUN_PARAMS:
@@ -405,14 +478,17 @@ def _run(args, argv) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so --jobs children are stopped too
     names = args.adapters
     parallel_run = args.jobs > 1 and (names is None or len(names) > 1)
+    def get(name):  # every adapter evaluates in a worker process of its own (crash, hang, memory)
+        return adapters.get(name, isolated=not args.in_process)
+
     if names is None and not parallel_run:
-        # every installed adapter; instances are passed on, so worker-backed ones start once
-        names = [a for a in map(adapters.get, adapters.names()) if a.available()[0]]
+        # every installed adapter; instances are passed on, so workers start once
+        names = [a for a in map(get, adapters.names()) if a.available()[0]]
     elif names is None:
         # each job asks its own adapters whether they are available (asking here would start
-        # the Keras worker processes twice); the report lists the unavailable ones
-        names = [a for a in map(adapters.get, adapters.names()) if not isinstance(a, adapters.Unavailable)]
-    instances = [adapters.get(a) if isinstance(a, str) else a for a in names]
+        # the worker processes twice); the report lists the unavailable ones
+        names = [a for a in map(get, adapters.names()) if not isinstance(a, adapters.Unavailable)]
+    instances = [get(a) if isinstance(a, str) else a for a in names]
     errors: list[str] = []
     if parallel_run:
         from . import parallel
@@ -510,7 +586,7 @@ def cmd_replay(args, argv) -> int:
         return 1
     rows = []
     for name in names:
-        a = adapters.get(name)
+        a = adapters.get(name, isolated=True)
         ok, detail = a.available()
         if not ok:
             rows.append({"adapter": name, "api": "-", "verdict": "unavailable", "detail": detail})
@@ -558,8 +634,11 @@ def cmd_baseline(args, argv) -> int:
             entries = gate.load_baseline(args.out)
         except gate.BaselineError as e:
             raise UsageError(str(e)) from None
-    fresh = gate.refresh(doc, entries)
-    gate.write_baseline(args.out, fresh)
+    try:
+        fresh = gate.refresh(doc, entries, what=args.report)
+        gate.write_baseline(args.out, fresh)
+    except (gate.ReportError, gate.BaselineError) as e:
+        raise UsageError(str(e)) from None
     unreviewed = sum(1 for e in fresh if e["reason"].startswith("UNREVIEWED"))
     print(f"{args.out}: {len(fresh)} entries ({unreviewed} unreviewed: give each a reason)")
     return 0

@@ -76,7 +76,8 @@ def run(adapters: list, args, argv: list[str], progress=True) -> tuple[dict, lis
         cmd = [sys.executable, "-m", "conformance", "run", "--jobs", "1", "--quiet" if sink is None else "--plain",
                "--adapters", names, "--variants", ",".join(args.variants),
                "--dtypes", ",".join(args.dtypes), "--examples", str(args.examples), "--search", str(args.search),
-               "--shrink", str(args.shrink), "--seed", str(args.seed), *where, "--db", args.db, "--no-repro"]
+               "--shrink", str(args.shrink), "--seed", str(args.seed), *where, "--db", args.db, "--no-repro",
+               *(["--in-process"] if args.in_process else [])]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import adapters as registry
+from adapters.base import AdapterCrashed, AdapterTimeout
 import oracle
 from cases import FORMATS, Case
 from .numbers import hex_of, shortest
@@ -256,7 +257,7 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
             for a in usable:
                 if regime_of(case) != "corpus" and generated > _budget(a, examples):
                     continue  # a slow adapter answers the corpus and the first shared cases
-                apis = a.apis(case)
+                apis = _apis(a, case)
                 if not apis:
                     not_applicable[(a.name, variant, dtype)] += 1
                 for api in apis:
@@ -318,6 +319,15 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
                              for (a, v, d), n in not_applicable.items()]
     result.duration_s = round(time.perf_counter() - start, 3)
     return result
+
+
+def _apis(adapter, case: Case) -> list[str]:
+    """The adapter's APIs for the case; none when its worker dies or hangs while being asked (the
+    worker restarts for the next case; evaluate is where such a case gets its verdict)."""
+    try:
+        return adapter.apis(case)
+    except (AdapterCrashed, AdapterTimeout):
+        return []
 
 
 SLOW_FACTOR = 4
@@ -388,12 +398,11 @@ def _judge_now(adapter, api: str, case: Case, truth, truths: dict) -> tuple[Case
     t0 = time.perf_counter()
     try:
         output = adapter.evaluate(case, api, grads=True)
+    except AdapterCrashed as e:  # its worker died on the case: a signal, an exit code, the memory limit
+        return CaseVerdict.single("crash", e.message), time.perf_counter() - t0
+    except AdapterTimeout as e:  # no answer within the per-call limit; the worker was killed
+        return CaseVerdict.single("timeout", e.message), time.perf_counter() - t0
     except Exception as e:  # the implementation's exception is the verdict "raised"
-        # ...unless the adapter's worker process died or hung on it (adapters.base): the case's
-        # verdict is crash or timeout, with the signal or the limit
-        kind = {"AdapterCrashed": "crash", "AdapterTimeout": "timeout"}.get(type(e).__name__)
-        if kind is not None:
-            return CaseVerdict.single(kind, str(e)), time.perf_counter() - t0
         return classify(case, truth, error=e), time.perf_counter() - t0
     seconds = time.perf_counter() - t0
     if contract is not None and contract.status == "invalid":

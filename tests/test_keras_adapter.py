@@ -113,8 +113,9 @@ def test_worker_stdout_carries_protocol_lines_only(echo):
 
 def test_worker_exception_is_reraised_with_its_type_and_message(echo):
     c = odd_floats("float32")
-    with pytest.raises(WorkerError, match=r"^ZeroDivisionError: as asked$") as info:
+    with pytest.raises(WorkerError, match=r"^as asked$") as info:
         echo.evaluate(c, "raise")
+    assert type(info.value).__name__ == "ZeroDivisionError" and info.value.type_name == "ZeroDivisionError"
     assert "ZeroDivisionError" in info.value.remote_traceback
 
 
@@ -143,8 +144,9 @@ def test_worker_dying_mid_call_raises_worker_died_then_recovers(echo):
 def test_worker_that_cannot_import_its_adapter_reports_why():
     client = WorkerClient("adapters.no_such_module:Nothing")
     try:
-        with pytest.raises(WorkerError, match="ModuleNotFoundError"):
+        with pytest.raises(WorkerError, match="no_such_module") as info:
             client.request("available")
+        assert type(info.value).__name__ == "ModuleNotFoundError"
     finally:
         client.close()
 
