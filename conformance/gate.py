@@ -27,6 +27,7 @@ serve partial runs (``--adapters torch``) as well as full ones.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -34,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from cases.model import JSONError, loads_json, one_line, show
+from .store import read_text_file
 from .verdict import SEVERITY
 
 BASELINE_SCHEMA = "xent-baseline/1"
@@ -45,11 +48,38 @@ ULP_GROWTH = 2  # a cell whose max ulp grows by more than this factor got worse 
 
 
 class BaselineError(Exception):
-    """A baseline file that cannot be used; the message names the file, entry and field."""
+    """A baseline file that cannot be used; the message names the file, entry and field (one line)."""
+
+    def __init__(self, message):
+        super().__init__(one_line(message))
 
 
 class ReportError(Exception):
     """A file or document that is not an xent report; the message is one line."""
+
+    def __init__(self, message):
+        super().__init__(one_line(message))
+
+
+def _short_json(v) -> str:
+    """A value read from a file, for a message: JSON for a scalar (a long string cut), else its kind."""
+    if isinstance(v, str):
+        text = json.dumps(v if len(v) <= 80 else v[:79] + "…", ensure_ascii=False)
+    elif v is None or isinstance(v, (bool, float)):
+        text = json.dumps(v)
+    elif isinstance(v, int):
+        text = show(v)
+    elif isinstance(v, list):
+        text = f"an array of {len(v)}"
+    elif isinstance(v, dict):
+        text = "an object"
+    else:
+        text = show(v)
+    return one_line(text, 120)
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or one_line(e, 200)
 
 
 class Key(NamedTuple):
@@ -99,8 +129,109 @@ def _require_report(doc, what: str = "document") -> None:
     if schema is None:
         raise ReportError(f"{what} is not an xent report: no \"schema\" field")
     if not isinstance(schema, str) or not schema.startswith(REPORT_SCHEMA_PREFIX):
-        raise ReportError(f"{what} is not an xent report: schema {schema!r} does not start with "
+        raise ReportError(f"{what} is not an xent report: schema {_short_json(schema)} does not start with "
                           f"{REPORT_SCHEMA_PREFIX!r}")
+    _check_types(doc, what)
+
+
+def _is_int(v, least: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _is_number(v) -> bool:
+    """A finite JSON number >= 0 (an ulp count: ints beyond float64 would not compare or print)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return (v.bit_length() <= 1023 if isinstance(v, int) else math.isfinite(v)) and v >= 0
+
+
+def _is_text(v) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def _check_types(doc: dict, what: str) -> None:
+    """Every field that the gate, ``refresh`` and ``diff`` read, where present, has the type the report
+    schema gives it (absent ones are reported where they are needed): ``ReportError`` naming the field
+    and its value, never a TypeError from deep inside a diff."""
+    def need(ok: bool, where: str, expected: str, value) -> None:
+        if not ok:
+            raise ReportError(f"{what}: report field {where} must be {expected}, got {_short_json(value)}")
+
+    def optional(d: dict, name: str, at: str, check, expected: str) -> None:
+        if d.get(name) is not None:
+            need(check(d[name]), f"{at}.{name}", expected, d[name])
+
+    if "divergences" in doc:
+        divs = doc["divergences"]
+        need(isinstance(divs, list), "divergences", "a list", divs)
+        for i, d in enumerate(divs):
+            at = f"divergences[{i}]"
+            need(isinstance(d, dict), at, "an object", d)
+            for f in KEY_FIELDS:
+                if f in d:
+                    need(_is_text(d[f]), f"{at}.{f}", "a non-empty string", d[f])
+            if "count" in d:
+                need(_is_int(d["count"], 1), f"{at}.count", "an integer >= 1", d["count"])
+            optional(d, "case_id", at, _is_text, "a non-empty string")
+            optional(d, "ulp", at, _is_number, "a finite number >= 0")
+            for f in ("message", "regime", "quantity"):
+                optional(d, f, at, lambda v: isinstance(v, str), "a string")
+            for f in ("got", "expected"):
+                if d.get(f) is not None:
+                    need(isinstance(d[f], dict), f"{at}.{f}", "an object or null", d[f])
+                    for g in ("hex", "decimal", "dtype"):
+                        optional(d[f], g, f"{at}.{f}", lambda v: isinstance(v, str), "a string")
+    if "run" in doc:
+        run = doc["run"]
+        need(isinstance(run, dict), "run", "an object", run)
+        for part in ("adapters", "variants", "dtypes"):
+            if part in run:
+                v = run[part]
+                need(isinstance(v, list) and all(isinstance(x, str) for x in v), f"run.{part}",
+                     "a list of strings", v)
+    if "cells" in doc:
+        cells = doc["cells"]
+        need(isinstance(cells, list), "cells", "a list", cells)
+        for i, c in enumerate(cells):
+            at = f"cells[{i}]"
+            need(isinstance(c, dict), at, "an object", c)
+            for f in ("adapter", "api", "variant", "dtype"):
+                if f in c:
+                    need(isinstance(c[f], str), f"{at}.{f}", "a string", c[f])
+            for f in ("cases", "conforming"):
+                if f in c:
+                    need(_is_int(c[f]), f"{at}.{f}", "an integer >= 0", c[f])
+            optional(c, "max_ulp", at, _is_number, "a finite number >= 0 or null")
+            if "verdicts" in c:
+                v = c["verdicts"]
+                need(isinstance(v, dict) and all(_is_int(n) for n in v.values()), f"{at}.verdicts",
+                     "an object of counts (integers >= 0)", v)
+    if "verdicts" in doc:
+        v = doc["verdicts"]
+        need(isinstance(v, dict), "verdicts", "an object", v)
+        if "severity" in v:
+            need(isinstance(v["severity"], list) and all(isinstance(x, str) for x in v["severity"]),
+                 "verdicts.severity", "a list of strings", v["severity"])
+        if "meaning" in v:
+            need(isinstance(v["meaning"], dict) and all(isinstance(x, str) for x in v["meaning"].values()),
+                 "verdicts.meaning", "an object of strings", v["meaning"])
+    if "environment" in doc:
+        env = doc["environment"]
+        need(isinstance(env, dict), "environment", "an object", env)
+        adapters = env.get("adapters")
+        if isinstance(adapters, dict):
+            for name, version in adapters.items():
+                need(version is None or isinstance(version, str), f"environment.adapters.{name}",
+                     "a string or null", version)
+        elif adapters is not None:
+            need(isinstance(adapters, list), "environment.adapters", "a list or an object", adapters)
+            for i, a in enumerate(adapters):
+                at = f"environment.adapters[{i}]"
+                need(isinstance(a, dict), at, "an object", a)
+                optional(a, "name", at, lambda v: isinstance(v, str), "a string")
+                optional(a, "version", at, lambda v: isinstance(v, str), "a string or null")
+                if "available" in a:
+                    need(isinstance(a["available"], bool), f"{at}.available", "true or false", a["available"])
 
 
 def _field(doc: dict, what: str, *path):
@@ -113,16 +244,18 @@ def _field(doc: dict, what: str, *path):
 
 
 def load_report(path) -> dict:
-    """Read a ``report.json``; anything else raises ``ReportError`` with a one-line message."""
+    """Read a ``report.json``; anything else raises ``ReportError`` with a one-line message naming the
+    file (and the field, for a document of the wrong shape)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ReportError(f"cannot read report {path}: {getattr(e, 'strerror', None) or e}") from None
+        text = read_text_file(path)
+    except OSError as e:
+        raise ReportError(f"cannot read report {path}: {_reason(e)}") from None
+    except ValueError as e:  # a NUL byte in the path
+        raise ReportError(f"cannot read report {path!r}: {e}") from None
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ReportError(f"{path} is not an xent report: invalid JSON at line {e.lineno} column {e.colno}: "
-                          f"{e.msg}") from None
+        doc = loads_json(text, allow_constants=False)
+    except JSONError as e:
+        raise ReportError(f"{path} is not an xent report: {e}") from None
     _require_report(doc, str(path))
     return doc
 
@@ -151,7 +284,7 @@ def _groups(doc: dict, what: str) -> dict[Key, _Group]:
             g = groups[key] = _Group(key, d)
         count = d.get("count", 1)
         g.count += count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 1
-        if d.get("case_id"):
+        if isinstance(d.get("case_id"), str) and d["case_id"]:
             g.case_ids.add(d["case_id"])
     return groups
 
@@ -223,22 +356,22 @@ def validate_entries(entries, where: str = "baseline") -> list[dict]:
             raise BaselineError(f"{at}: must be an object, got {type(e).__name__}")
         unknown = sorted(set(e) - set(ENTRY_FIELDS))
         if unknown:
-            raise BaselineError(f"{at}: unknown field {', '.join(map(repr, unknown))} "
+            raise BaselineError(f"{at}: unknown field {', '.join(map(show, unknown[:5]))} "
                                 f"(fields: {', '.join(ENTRY_FIELDS)})")
         for f in KEY_FIELDS + ("reason",):
             if f not in e:
                 raise BaselineError(f"{at}: missing field {f!r}")
             if not isinstance(e[f], str) or not e[f].strip():
-                raise BaselineError(f"{at}: field {f!r} must be a non-empty string, got {json.dumps(e[f])}")
+                raise BaselineError(f"{at}: field {f!r} must be a non-empty string, got {_short_json(e[f])}")
         if e["verdict"] not in SEVERITY or e["verdict"] == "conforms":
-            raise BaselineError(f"{at}: field 'verdict': {e['verdict']!r} is not a divergence verdict "
+            raise BaselineError(f"{at}: field 'verdict': {show(e['verdict'])} is not a divergence verdict "
                                 f"(one of {', '.join(v for v in SEVERITY if v != 'conforms')})")
         for f in ("link", "example"):
             if e.get(f) is not None and (not isinstance(e[f], str) or not e[f].strip()):
-                raise BaselineError(f"{at}: field {f!r} must be a non-empty string or null, got {json.dumps(e[f])}")
+                raise BaselineError(f"{at}: field {f!r} must be a non-empty string or null, got {_short_json(e[f])}")
         count = e.get("count", 0)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise BaselineError(f"{at}: field 'count' must be an integer >= 0, got {json.dumps(count)}")
+            raise BaselineError(f"{at}: field 'count' must be an integer >= 0, got {_short_json(count)}")
         key = key_of(e)
         if key in seen:
             raise BaselineError(f"{at}: duplicate key ({key.text()}), already entry {seen[key]}")
@@ -253,28 +386,29 @@ def load_baseline(path, missing_ok: bool = False) -> list[dict]:
 
     With ``missing_ok``, a file that does not exist is an empty baseline.
     """
-    p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_text_file(path)
     except FileNotFoundError:
         if missing_ok:
             return []
         raise BaselineError(f"{path}: no such baseline file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BaselineError(f"{path}: cannot read baseline: {getattr(e, 'strerror', None) or e}") from None
+    except OSError as e:
+        raise BaselineError(f"{path}: cannot read baseline: {_reason(e)}") from None
+    except ValueError as e:  # a NUL byte in the path
+        raise BaselineError(f"{path!r}: cannot read baseline: {e}") from None
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicate_names)
-    except json.JSONDecodeError as e:
-        raise BaselineError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        doc = loads_json(text, allow_constants=False, object_pairs_hook=_no_duplicate_names)
+    except JSONError as e:
+        raise BaselineError(f"{path}: {e}") from None
     except BaselineError as e:
         raise BaselineError(f"{path}: {e}") from None
     if not isinstance(doc, dict):
         raise BaselineError(f"{path}: a baseline is a JSON object, got {type(doc).__name__}")
     if doc.get("schema") != BASELINE_SCHEMA:
-        raise BaselineError(f"{path}: field 'schema' must be {BASELINE_SCHEMA!r}, got {json.dumps(doc.get('schema'))}")
+        raise BaselineError(f"{path}: field 'schema' must be {BASELINE_SCHEMA!r}, got {_short_json(doc.get('schema'))}")
     unknown = sorted(set(doc) - {"schema", "entries"})
     if unknown:
-        raise BaselineError(f"{path}: unknown top-level field {', '.join(map(repr, unknown))}")
+        raise BaselineError(f"{path}: unknown top-level field {', '.join(map(show, unknown[:5]))}")
     if "entries" not in doc:
         raise BaselineError(f"{path}: missing field 'entries'")
     return validate_entries(doc["entries"], str(path))
@@ -284,8 +418,21 @@ def write_baseline(path, entries) -> Path:
     """Write a baseline file atomically (indent 1, trailing newline, mode 0666 & ~umask)."""
     p = Path(path)
     entries = validate_entries(list(entries), str(p))
-    text = json.dumps({"schema": BASELINE_SCHEMA, "entries": entries}, indent=1, ensure_ascii=False,
-                      allow_nan=False) + "\n"
+    doc = {"schema": BASELINE_SCHEMA, "entries": entries}
+    text = json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (read from a "\udxxx" escape): keep it escaped
+        text = json.dumps(doc, indent=1, ensure_ascii=True, allow_nan=False) + "\n"
+    try:
+        return _write_atomic(p, text)
+    except OSError as e:
+        raise BaselineError(f"{path}: cannot write baseline: {_reason(e)}") from None
+    except ValueError as e:  # a NUL byte in the path
+        raise BaselineError(f"{path!r}: cannot write baseline: {e}") from None
+
+
+def _write_atomic(p: Path, text: str) -> Path:
     if str(p.parent):
         p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
@@ -311,19 +458,24 @@ def unreviewed_reason(example: dict, meaning: str | None = None) -> str:
     return _one_line(f"{UNREVIEWED}: {what}{describe(example)}", 240)
 
 
-def refresh(doc: dict, entries) -> list[dict]:
+def refresh(doc: dict, entries, what: str = "report") -> list[dict]:
     """The baseline rewritten from this report.
 
     Every key that occurs gets an entry, keeping the reason and link already written for it (new
     keys get an ``UNREVIEWED: ...`` reason); its count is this run's, and its example stays the same
     case when that case still diverges this way, else becomes this run's first. Entries of keys
     within the run's scope that no longer occur are dropped; entries outside its scope are kept
-    unchanged. Sorted by key (verdicts by severity).
+    unchanged. Sorted by key (verdicts by severity). ``what`` names the report in a ``ReportError``
+    (e.g. its path).
     """
-    _require_report(doc)
+    _require_report(doc, what)
     entries = validate_entries(list(entries))
-    groups = _groups(doc, "report")
-    scope = _scope(doc, "report")
+    groups = _groups(doc, what)
+    for key in groups:
+        if key.verdict not in SEVERITY or key.verdict == "conforms":
+            raise ReportError(f"{what}: divergence verdict {_short_json(key.verdict)} ({key.text()}) is not one a "
+                              f"baseline can list (one of {', '.join(v for v in SEVERITY if v != 'conforms')})")
+    scope = _scope(doc, what)
     old = {key_of(e): e for e in entries}
     meaning = doc.get("verdicts", {}).get("meaning", {})
     out = [e for e in entries if key_of(e) not in groups and not _in_scope(e, scope)]

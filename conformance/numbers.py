@@ -16,16 +16,55 @@ from cases.dtypes import FloatFormat
 _HEX = re.compile(r"0x([0-9a-f]*)(?:\.([0-9a-f]*))?(?:p([+-]?\d+))?")
 
 
+# Beyond these powers of two every format rounds to inf, or to 0: the exact value is not needed (and
+# building 2**(10**10) or 10**(10**9) would take minutes and gigabytes).
+_HUGE, _TINY = Fraction(2) ** 20000, Fraction(1, 2 ** 20000)
+
+
+def _exponent(text: str | None) -> int | None:
+    """A decimal exponent, or None when it has more than 12 digits (leading zeros aside)."""
+    digits = (text or "0").lstrip("+-").lstrip("0") or "0"
+    if len(digits) > 12:
+        return None
+    return -int(digits) if (text or "").startswith("-") else int(digits)
+
+
 def _exact(body: str) -> Fraction:
     m = _HEX.fullmatch(body)
     if body.startswith("0x"):
         if not m or not (m.group(1) or m.group(2)):
             raise ValueError(f"not a number: {body!r}")
-        whole, frac, exp = m.group(1) or "0", m.group(2) or "", int(m.group(3) or 0)
-        return Fraction(int(whole + frac, 16)) * Fraction(2) ** (exp - 4 * len(frac))
-    if not re.fullmatch(r"(\d+\.?\d*|\.\d+)(e[+-]?\d+)?", body):
+        whole, frac = m.group(1) or "0", m.group(2) or ""
+        mant, exp = int(whole + frac, 16), _exponent(m.group(3))
+        if mant == 0:
+            return Fraction(0)
+        if exp is None:
+            return _TINY if (m.group(3) or "").startswith("-") else _HUGE
+        scale = exp - 4 * len(frac)
+        if mant.bit_length() + scale > 20000:
+            return _HUGE
+        if mant.bit_length() + scale < -20000:
+            return _TINY
+        return Fraction(mant) * Fraction(2) ** scale
+    m = re.fullmatch(r"(\d+)?(?:\.(\d*))?(?:e([+-]?\d+))?", body)
+    if not m or not re.fullmatch(r"(\d+\.?\d*|\.\d+)(e[+-]?\d+)?", body):
         raise ValueError(f"not a number: {body!r}")
-    return Fraction(body)
+    digits = ((m.group(1) or "") + (m.group(2) or "")).lstrip("0")
+    exp = _exponent(m.group(3))
+    if not digits:
+        return Fraction(0)
+    if exp is None:
+        return _TINY if (m.group(3) or "").startswith("-") else _HUGE
+    scale = exp - len(m.group(2) or "") + len(digits) - len(digits.rstrip("0"))  # value = int(digits) * 10**scale
+    digits = digits.rstrip("0")
+    magnitude = len(digits) + scale  # 10**(magnitude-1) <= value < 10**magnitude
+    if magnitude > 7000:  # 10**7000 > 2**20000
+        return _HUGE
+    if magnitude < -7000:
+        return _TINY
+    if len(digits) > 4000:  # int() refuses more than 4300 digits
+        raise ValueError(f"more than 4000 significant digits: {body[:40]!r}…")
+    return Fraction(int(digits)) * Fraction(10) ** scale
 
 
 def round_fraction(q: Fraction, f: FloatFormat) -> float:

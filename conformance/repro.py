@@ -31,7 +31,7 @@ from cases.model import _float_token
 
 _HEADER = '''\
 #!/usr/bin/env python3
-"""xent reproducer: {adapter} / {api}: {variant} {dtype}, verdict {verdict}.
+"""xent reproducer: {adapter} / {api}: {variant} {dtype}, verdict {verdict_doc}.
 
 {explanation}
 
@@ -93,6 +93,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined
@@ -164,16 +166,38 @@ def _input_lines(case: Case) -> str:
     return "\n".join(lines)
 
 
+def _doc(text, keep_newlines: bool = False) -> str:
+    """``text`` for the script's docstring (a plain triple-quoted literal) so that it cannot end the
+    literal or the source, and reads back as exactly ``text``: backslashes and double quotes escaped,
+    every character that is not printable (NUL, CR, tabs, lone surrogates, ...; newlines too, unless
+    ``keep_newlines``) written as its escape sequence."""
+    out = []
+    for c in str(text):
+        if c == "\\":
+            out.append("\\\\")
+        elif c == '"':
+            out.append('\\"')
+        elif c.isprintable() or (keep_newlines and c == "\n"):
+            out.append(c)
+        else:
+            out.append(repr(c)[1:-1])
+    return "".join(out)
+
+
 def script(case: Case, snippet: str, *, adapter: str, api: str, verdict: str = "conforms",
            quantity: str = "value", index=None, recorded: str | None = None, truth: str | None = None,
            message: str = "", explanation: str = "", versions: str = "") -> str:
-    """The source of a standalone reproducer of ``case`` through ``snippet``."""
+    """The source of a standalone reproducer of ``case`` through ``snippet``.
+
+    Every string is embedded so that nothing in it can break out of its literal: the constants
+    (``VERDICT``, ``MESSAGE``, ...) as ``repr``, the docstring's texts through ``_doc``; the snippet is
+    the adapter's own code."""
     return _HEADER.format(
-        adapter=adapter, api=api, variant=case.variant, dtype=case.dtype, verdict=verdict,
-        explanation=textwrap.fill(explanation.replace('"""', "'''").replace("\\", "\\\\"), 96)
-        or "(no explanation)",
-        case_id=case.case_id, note=(case.note or "no note").replace('"""', "'''").replace("\\", "\\\\"),
-        versions=versions.replace('"""', "'''").replace("\\", "\\\\") or "any version",
+        adapter=_doc(adapter), api=_doc(api), variant=_doc(case.variant), dtype=case.dtype, verdict=verdict,
+        verdict_doc=_doc(verdict),
+        explanation=_doc(textwrap.fill(str(explanation), 96), keep_newlines=True) or "(no explanation)",
+        case_id=case.case_id, note=_doc(case.note or "no note"),
+        versions=_doc(versions) or "any version",
         quantity=quantity, index=None if index is None else tuple(index), recorded=recorded, truth=truth,
         message=message, inputs=_input_lines(case),
         snippet=textwrap.indent(textwrap.dedent(snippet).strip("\n"), "    "),

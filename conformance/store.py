@@ -10,13 +10,14 @@ byte stream replays only under the same strategy code, a case replays under any 
 """
 from __future__ import annotations
 
-import json
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
 from cases import Case, CaseError
+from cases.model import JSONError, loads_json, one_line
 
 DEFAULT_ROOT = ".xent"
 _ID = re.compile(r"[0-9a-f]{16}")
@@ -56,31 +57,51 @@ class CaseStore:
         return read_case_file(path)[0]
 
 
+def read_text_file(path) -> str:
+    """The UTF-8 text of a regular file; ``OSError`` (with a plain ``strerror``) for anything else, so a
+    device (``/dev/zero``), a FIFO or a folder is refused instead of read forever or half-read."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise OSError(0, kind)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except UnicodeDecodeError as e:
+        raise OSError(0, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or one_line(e, 200)
+
+
 def read_case_file(path) -> list[Case]:
     """The case(s) in a JSON file (one object), a JSON list, or JSON lines; CaseError naming the
     file and line on anything else."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CaseError(str(path), f"cannot read: {e}") from None
+        text = read_text_file(path)
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise CaseError(str(path), f"cannot read: {_reason(e) if isinstance(e, OSError) else one_line(e)}") from None
     try:
-        doc = json.loads(text)
+        doc = loads_json(text)
         items = doc if isinstance(doc, list) else [doc]
         where = [f"{path}[{k}]" for k in range(len(items))] if isinstance(doc, list) else [str(path)]
-    except json.JSONDecodeError:
+    except JSONError as whole:
         items, where = [], []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    items.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise CaseError(f"{path}:{n}", f"not JSON: {e.msg}") from None
-                where.append(f"{path}:{n}")
+        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        for k, (n, line) in enumerate(lines):
+            try:
+                items.append(loads_json(line))
+            except JSONError as e:
+                if k == 0:  # not JSON lines either: one document, whose own error says where
+                    raise CaseError(str(path), f"not JSON: {whole}") from None
+                raise CaseError(f"{path}:{n}", f"not JSON: {e}") from None
+            where.append(f"{path}:{n}")
     cases = []
     for item, w in zip(items, where):
         if isinstance(item, dict) and "case" in item and "variant" not in item:
-            item = item["case"]  # a divergence entry of a report
+            item = item["case"]  # a divergence entry of a report (or a `xent replay --json` document)
         try:
             cases.append(Case.from_dict(item))
         except CaseError as e:
@@ -93,6 +114,8 @@ def read_case_file(path) -> list[Case]:
 def find(ref: str, store: CaseStore | None = None, reports_dir="reports") -> Case:
     """The case named by ``ref``: a case file path, or a case_id (or a unique prefix of >= 6 hex
     digits) in the store, the corpus, or a report under ``reports_dir``."""
+    if not isinstance(ref, str) or not ref:
+        raise NotFound(f"{one_line(repr(ref), 120)} is neither a file nor a case id")
     if os.path.exists(ref):
         cases = read_case_file(ref)
         if len(cases) > 1:
@@ -100,7 +123,8 @@ def find(ref: str, store: CaseStore | None = None, reports_dir="reports") -> Cas
                            + ", ".join(c.case_id for c in cases[:5]) + ("…" if len(cases) > 5 else ""))
         return cases[0]
     if not re.fullmatch(r"[0-9a-f]{6,16}", ref):
-        raise NotFound(f"{ref!r} is neither a file nor a case id (16 hex digits, or a prefix of 6 or more)")
+        raise NotFound(one_line(f"{ref[:120]!r} is neither a file nor a case id (16 hex digits, or a prefix of 6 "
+                                f"or more)"))
     store = store or CaseStore()
     looked = []
     if len(ref) == 16:
@@ -119,24 +143,41 @@ def find(ref: str, store: CaseStore | None = None, reports_dir="reports") -> Cas
             matches.setdefault(c.case_id, c)
     looked.append("the corpus")
     if not matches:
-        for rp in sorted(Path(reports_dir).glob("**/report.json")):
+        for rp in _report_files(reports_dir):
             looked.append(str(rp))
-            try:
-                doc = json.loads(rp.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            for d in doc.get("divergences", []) if isinstance(doc, dict) else []:
-                for entry in (d, d.get("shrunk") or {}):
-                    cid = entry.get("case_id", "")
-                    if isinstance(cid, str) and cid.startswith(ref) and "case" in entry:
-                        try:
-                            matches.setdefault(cid, Case.from_dict(entry["case"]))
-                        except CaseError:
-                            continue
+            for cid, case_doc in _report_cases(rp):
+                if cid.startswith(ref):
+                    try:
+                        matches.setdefault(cid, Case.from_dict(case_doc))
+                    except CaseError:
+                        continue
             if matches:
                 break
     if not matches:
-        raise NotFound(f"no case {ref} in {', '.join(looked)}")
+        raise NotFound(one_line(f"no case {ref} in {', '.join(looked)}"))
     if len(matches) > 1:
         raise NotFound(f"{ref} is ambiguous: " + ", ".join(sorted(matches)[:5]))
     return next(iter(matches.values()))
+
+
+def _report_files(reports_dir) -> list[Path]:
+    try:
+        return sorted(Path(reports_dir).glob("**/report.json"))
+    except (OSError, ValueError):  # an unreadable folder, a NUL byte in the name
+        return []
+
+
+def _report_cases(path):
+    """(case_id, case dict) of every divergence (and its shrunk case) of a report; nothing from a
+    file that is not a readable report (looking a case up skips it, it does not fail on it)."""
+    try:
+        doc = loads_json(read_text_file(path))
+    except (OSError, ValueError):
+        return
+    divergences = doc.get("divergences") if isinstance(doc, dict) else None
+    for d in divergences if isinstance(divergences, list) else []:
+        if not isinstance(d, dict):
+            continue
+        for entry in (d, d.get("shrunk")):
+            if isinstance(entry, dict) and isinstance(entry.get("case_id"), str) and "case" in entry:
+                yield entry["case_id"], entry["case"]
