@@ -104,8 +104,14 @@ class Journal:
         for line in raw[:good].splitlines():
             try:
                 rec = json.loads(line)
-                self.known[tuple(rec["k"])] = (decode_verdict(rec["v"]), rec["s"])
-            except (ValueError, KeyError, TypeError):
+                key, seconds = tuple(rec["k"]), rec["s"]
+                if len(key) != 3 or not all(isinstance(k, str) for k in key) or not isinstance(seconds, float | int):
+                    continue
+                cv = decode_verdict(rec["v"])
+                if not isinstance(cv.verdict, str) or not isinstance(cv.findings, list):
+                    continue
+                self.known[key] = (cv, float(seconds))
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError):
                 continue  # a damaged line: that answer is simply asked again
         with open(self.path, "r+b") as fh:
             fh.truncate(good)

@@ -53,9 +53,11 @@ def _pump(stream, prefix: str, sink) -> None:
 def _state(folder: Path) -> str:
     try:
         saved = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return "none"
-    return "finished" if saved.get("finished") else "unfinished"
+    if not isinstance(saved, dict):
+        return "none"
+    return "finished" if saved.get("finished") is True else "unfinished"
 
 
 def run(adapters: list, args, argv: list[str], progress=True) -> tuple[dict, list[str]]:

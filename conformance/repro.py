@@ -218,20 +218,6 @@ def for_divergence(div: dict, adapter, explanation: str = "", versions: str = ""
                   message=div.get("message") or "", explanation=explanation, versions=versions)
 
 
-def run_outputs(source: str) -> dict:
-    """Execute a reproducer's ``call`` in this process and return its outputs as ``--json`` would
-    (for tests that check a snippet against the adapter's own evaluate)."""
-    namespace: dict = {"__name__": "xent_repro"}
-    exec(compile(source, "<repro>", "exec"), namespace)
-    try:
-        value, grads, dtypes = namespace["call"](namespace["inputs"])
-    except Exception as e:
-        return {"raised": type(e).__name__}
-    dump = namespace["_dump"]
-    return {"value": dump(value, dtypes.get("value")),
-            "grads": {k: dump(g, dtypes.get(k)) for k, g in grads.items()}}
-
-
 def output_json(output) -> dict:
     """An adapter ``Output`` in the form ``run_outputs`` returns, to compare the two bit for bit."""
     def dump(a):

@@ -40,3 +40,18 @@ def bit_ulps(got, want, dtype) -> np.ndarray:
         order.append(np.where(bits >> (f.bits - 1) == 1, -mag, mag))
     both_nan = np.isnan(np.asarray(got, dtype=np.float64)) & np.isnan(np.asarray(want, dtype=np.float64))
     return np.where(both_nan, 0, np.abs(order[0] - order[1]))
+
+
+# The package has no exec: running a generated reproducer in-process is a test's business.
+def run_outputs(source: str) -> dict:
+    """Execute a reproducer's ``call`` in this process and return its outputs as ``--json`` would
+    (for tests that check a snippet against the adapter's own evaluate)."""
+    namespace: dict = {"__name__": "xent_repro"}
+    exec(compile(source, "<repro>", "exec"), namespace)
+    try:
+        value, grads, dtypes = namespace["call"](namespace["inputs"])
+    except Exception as e:
+        return {"raised": type(e).__name__}
+    dump = namespace["_dump"]
+    return {"value": dump(value, dtypes.get("value")),
+            "grads": {k: dump(g, dtypes.get(k)) for k, g in grads.items()}}

@@ -4,7 +4,7 @@ and naive adapters make exactly the call ``evaluate`` makes.
 For generated cases (``cases.strategies.generate``, every variant and dtype; where few generated
 cases fit an adapter's APIs, the same cases with what the API cannot express taken out: weights,
 label smoothing, ignore_index, another reduction), every API the adapter offers for the case is run
-both ways in this process: the reproducer script's ``call`` (``conformance.repro.run_outputs``) and
+both ways in this process: the reproducer script's ``call`` (``helpers.run_outputs``) and
 ``adapter.evaluate``; the two outputs must agree bit for bit, dtypes and shapes included (or both
 raise the same exception type). One script per adapter is also run on its own (``python -I
 script.py --json`` in an empty directory), and every script imports only numpy, the standard modules
@@ -29,6 +29,7 @@ from cases import Case, CaseError
 from cases.dtypes import DTYPES
 from cases.strategies import generate
 from conformance import repro
+from helpers import run_outputs
 
 # adapter -> the modules its evaluate needs (skip when one is missing) and its scripts may import
 FRAMEWORK = {
@@ -190,7 +191,7 @@ def test_snippet_makes_exactly_the_adapters_call(name, variant):
         assert snippet is not None, (api, case)
         source = repro.script(case, snippet, adapter=name, api=api)
         assert imported_modules(source) <= allowed_imports(name, case, api), (api, case.dtype, snippet)
-        got, want = repro.run_outputs(source), evaluated(a, case, api)
+        got, want = run_outputs(source), evaluated(a, case, api)
         if json.dumps(got, sort_keys=True) != json.dumps(want, sort_keys=True):
             mismatches.append(f"{api} on {case!r}:\n{snippet}\nsnippet: {got}\nevaluate: {want}")
         if name in ("onnxruntime", "onnx-reference"):

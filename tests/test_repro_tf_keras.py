@@ -5,7 +5,7 @@ reproducer script (``conformance.repro.script``) must give, bit for bit, what th
 ``evaluate`` gives (``conformance.repro.output_json``; the exception's type where it raises):
 
 - ``tensorflow``: every API in every dtype, at least two cases per variant and dtype, the scripts run
-  through ``conformance.repro.run_outputs`` in this process;
+  through ``helpers.run_outputs`` in this process;
 - ``tensorflow-xla``: every API once, the dtypes taken in turn (each script compiles its call anew,
   a third of a second apiece), also in this process;
 - Keras 3 on each backend and tf_keras: every API in every dtype, at least two cases per variant and
@@ -41,6 +41,7 @@ from adapters._worker import WorkerError
 from cases import Case
 from cases.strategies import generate, invalid_labels, sample_cases
 from conformance import repro
+from helpers import run_outputs
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 TF_VARIANTS = ("sigmoid_bce_logits", "bce_probs", "softmax_ce_dense", "softmax_ce_sparse", "log_softmax",
@@ -172,7 +173,7 @@ def _run_here(source: str) -> dict:
     autograph reads the source of the function it converts."""
     linecache.cache["<repro>"] = (len(source), None, source.splitlines(True), "<repro>")
     try:
-        return repro.run_outputs(source)
+        return run_outputs(source)
     finally:
         linecache.cache.pop("<repro>", None)
 
