@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""xent reproducer: torch / BCEWithLogitsLoss: sigmoid_bce_logits float64, verdict nan.
+"""xent reproducer: torch / binary_cross_entropy_with_logits: sigmoid_bce_logits float64, verdict nan.
 
-`torch/BCEWithLogitsLoss` sigmoid_bce_logits float64: nan at (0,) — returned nan where the loss
-is 0 (x=inf, z=1) [case 13655f8bc997cc4f]
+`torch/binary_cross_entropy_with_logits` sigmoid_bce_logits float64: nan at (0,) — returned nan
+where the loss is 0 (x=inf, z=1) [case 13655f8bc997cc4f]
 
 Case 13655f8bc997cc4f (trap: x = ±inf with labels 0, 1, 1/2 in float64: the limits are 0 or +inf; max(x,0) - x*z computes inf - inf = NaN; shrunk). Needs only numpy and the framework (torch 2.13.0+cpu).
 Run: python 13655f8bc997cc4f.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -55,7 +55,7 @@ def call(inputs):
     labels.requires_grad_(True)
     logits = torch.from_numpy(inputs['logits'].copy())
     logits.requires_grad_(True)
-    out = torch.nn.BCEWithLogitsLoss(weight=None, pos_weight=None, reduction='none')(logits, labels)
+    out = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=None, pos_weight=None, reduction='none')
     value = out.detach().numpy()
     g = torch.autograd.grad(out.sum(), [logits, labels])
     grads = {'logits': g[0].numpy(), 'labels': g[1].numpy()}
@@ -72,6 +72,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

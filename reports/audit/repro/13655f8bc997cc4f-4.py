@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""xent reproducer: tensorflow-xla / tf.compat.v1.losses.sigmoid_cross_entropy: sigmoid_bce_logits float64, verdict nan.
+"""xent reproducer: tensorflow-xla / tf.nn.sigmoid_cross_entropy_with_logits: sigmoid_bce_logits float64, verdict nan.
 
-`tensorflow-xla/tf.compat.v1.losses.sigmoid_cross_entropy` sigmoid_bce_logits float64: nan at
-(0,) — returned nan where the loss is 0 (x=inf, z=1) [case 13655f8bc997cc4f]
+`tensorflow-xla/tf.nn.sigmoid_cross_entropy_with_logits` sigmoid_bce_logits float64: nan at (0,)
+— returned nan where the loss is 0 (x=inf, z=1) [case 13655f8bc997cc4f]
 
 Case 13655f8bc997cc4f (trap: x = ±inf with labels 0, 1, 1/2 in float64: the limits are 0 or +inf; max(x,0) - x*z computes inf - inf = NaN; shrunk). Needs only numpy and the framework (tensorflow-xla 2.21.0).
 Run: python 13655f8bc997cc4f.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -63,7 +63,7 @@ def call(inputs):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(logits)
             tape.watch(labels)
-            out = tf.compat.v1.losses.sigmoid_cross_entropy(multi_class_labels=labels, logits=logits, label_smoothing=0.0, weights=1.0, reduction=tf.compat.v1.losses.Reduction.NONE)
+            out = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
             total = tf.reduce_sum(out)
         g = tape.gradient(total, [logits, labels])
         # None: the API stops the gradient into that input
@@ -86,6 +86,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""xent reproducer: tensorflow-xla / tf.compat.v1.losses.softmax_cross_entropy: softmax_ce_dense float32, verdict nan.
+"""xent reproducer: tensorflow-xla / tf.nn.softmax_cross_entropy_with_logits: softmax_ce_dense float32, verdict nan.
 
-`tensorflow-xla/tf.compat.v1.losses.softmax_cross_entropy` softmax_ce_dense float32: nan at (0,)
-— returned nan where the loss is 0 (x=inf, y=1) [case 138dd31ae3bc941e]
+`tensorflow-xla/tf.nn.softmax_cross_entropy_with_logits` softmax_ce_dense float32: nan at (0,) —
+returned nan where the loss is 0 (x=inf, y=1) [case 138dd31ae3bc941e]
 
 Case 138dd31ae3bc941e (trap: +inf logits: one +inf on the label gives 0, on another class +inf; two +inf undefined; shrunk). Needs only numpy and the framework (tensorflow-xla 2.21.0).
 Run: python 138dd31ae3bc941e.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -63,7 +63,7 @@ def call(inputs):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(logits)
             tape.watch(labels)
-            out = tf.compat.v1.losses.softmax_cross_entropy(onehot_labels=labels, logits=logits, label_smoothing=0.0, weights=1.0, reduction=tf.compat.v1.losses.Reduction.NONE)
+            out = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits, axis=-1)
             total = tf.reduce_sum(out)
         g = tape.gradient(total, [logits, labels])
         # None: the API stops the gradient into that input
@@ -86,6 +86,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -2,8 +2,8 @@
 """xent reproducer: keras-tensorflow / SparseCategoricalCrossentropy(from_logits=True): softmax_ce_sparse float32, verdict raised.
 
 `keras-tensorflow/SparseCategoricalCrossentropy(from_logits=True)` softmax_ce_sparse float32:
-raised — raised `WorkerError: ValueError: Only axis=-1 is currently supported. Received: axis=1`
-where the loss is defined (x=[-inf, 0], y=[1], axis=1) [case 152b973795089514]
+raised — raised `ValueError: Only axis=-1 is currently supported. Received: axis=1` where the
+loss is defined (x=[-inf, 0], y=[1], axis=1) [case 152b973795089514]
 
 Case 152b973795089514 (regime:masked_rows; shrunk). Needs only numpy and the framework (keras-tensorflow keras 3.15.1, tensorflow 2.21.0).
 Run: python 152b973795089514.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -20,7 +20,7 @@ QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) 
 INDEX = None  # the element xent reported (None: the whole output)
 RECORDED = None  # what xent saw the call return there (float.hex of the value; None: no number)
 TRUTH = None  # the certified, correctly rounded value in float32 (float.hex)
-MESSAGE = 'WorkerError: ValueError: Only axis=-1 is currently supported. Received: axis=1'
+MESSAGE = 'ValueError: Only axis=-1 is currently supported. Received: axis=1'
 
 
 def _array(tokens, shape, dtype):
@@ -81,6 +81,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

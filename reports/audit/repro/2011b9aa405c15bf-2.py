@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""xent reproducer: tensorflow-xla / tf.nn.sigmoid_cross_entropy_with_logits: sigmoid_bce_logits float64, verdict underflow.
+"""xent reproducer: tensorflow-xla / tf.compat.v1.losses.sigmoid_cross_entropy: sigmoid_bce_logits float64, verdict underflow.
 
-`tensorflow-xla/tf.nn.sigmoid_cross_entropy_with_logits` sigmoid_bce_logits float64: underflow
+`tensorflow-xla/tf.compat.v1.losses.sigmoid_cross_entropy` sigmoid_bce_logits float64: underflow
 at (0,) — returned 0 where the loss is 1.216780750623423e-308 (2.46e+15 ulp, allowed 4;
 condition number 0) (x=709, z=1) [case 2011b9aa405c15bf]
 
@@ -64,7 +64,7 @@ def call(inputs):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(logits)
             tape.watch(labels)
-            out = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+            out = tf.compat.v1.losses.sigmoid_cross_entropy(multi_class_labels=labels, logits=logits, label_smoothing=0.0, weights=1.0, reduction=tf.compat.v1.losses.Reduction.NONE)
             total = tf.reduce_sum(out)
         g = tape.gradient(total, [logits, labels])
         # None: the API stops the gradient into that input
@@ -87,6 +87,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -4,7 +4,7 @@
 `tensorflow/tf.compat.v1.losses.log_loss` bce_probs bfloat16: dtype at (0, 0) — returned float32
 for a bfloat16 case (p=1, z=1) [case 3d247470ce446a54]
 
-Case 3d247470ce446a54 (regime:edge_probs; shrunk). Needs only numpy and the framework (tensorflow 2.21.0).
+Case 3d247470ce446a54 (regime:soft_labels; shrunk). Needs only numpy and the framework (tensorflow 2.21.0).
 Run: python 3d247470ce446a54.py        (exit 0: the divergence reproduced; 1: it did not)
      python 3d247470ce446a54.py --json (every output element as hex)
 """
@@ -80,6 +80,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""xent reproducer: torch / binary_cross_entropy_with_logits: sigmoid_bce_logits float64, verdict underflow.
+"""xent reproducer: torch / BCEWithLogitsLoss: sigmoid_bce_logits float64, verdict underflow.
 
-`torch/binary_cross_entropy_with_logits` sigmoid_bce_logits float64: underflow at (0,) —
-returned 0 where the gradient d/dlogits is -4.377491037053051e-223 (1.28e+18 ulp, allowed
-656.13; condition number 512) (x=512, z=1) [case 49fcd31b09afd330]
+`torch/BCEWithLogitsLoss` sigmoid_bce_logits float64: underflow at (0,) — returned 0 where the
+gradient d/dlogits is -4.377491037053051e-223 (1.28e+18 ulp, allowed 656.13; condition number
+512) (x=512, z=1) [case 49fcd31b09afd330]
 
 Case 49fcd31b09afd330 (trap: float64 exp overflow edge ln(DBL_MAX) = 709.782712893384, -ln of the smallest subnormal 745.13, and 53 ln 2 = 36.74 (exp(-x) below half an ulp of 1); shrunk). Needs only numpy and the framework (torch 2.13.0+cpu).
 Run: python 49fcd31b09afd330.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -56,7 +56,7 @@ def call(inputs):
     labels.requires_grad_(True)
     logits = torch.from_numpy(inputs['logits'].copy())
     logits.requires_grad_(True)
-    out = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=None, pos_weight=None, reduction='none')
+    out = torch.nn.BCEWithLogitsLoss(weight=None, pos_weight=None, reduction='none')(logits, labels)
     value = out.detach().numpy()
     g = torch.autograd.grad(out.sum(), [logits, labels])
     grads = {'logits': g[0].numpy(), 'labels': g[1].numpy()}
@@ -73,6 +73,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -4,7 +4,7 @@
 `keras-torch/BinaryCrossentropy(from_logits=False)` bce_probs float16: dtype at (0, 0) —
 returned float32 for a float16 case (p=0, z=0) [case 4a34ad3e9a6eb483]
 
-Case 4a34ad3e9a6eb483 (regime:edge_probs; shrunk). Needs only numpy and the framework (keras-torch keras 3.15.1, torch 2.13.0+cpu).
+Case 4a34ad3e9a6eb483 (regime:hard_labels; shrunk). Needs only numpy and the framework (keras-torch keras 3.15.1, torch 2.13.0+cpu).
 Run: python 4a34ad3e9a6eb483.py        (exit 0: the divergence reproduced; 1: it did not)
      python 4a34ad3e9a6eb483.py --json (every output element as hex)
 """
@@ -79,6 +79,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

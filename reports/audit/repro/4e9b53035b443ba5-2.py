@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""xent reproducer: torch / cross_entropy: softmax_ce_dense float32, verdict nan.
+"""xent reproducer: torch / CrossEntropyLoss: softmax_ce_dense float32, verdict nan.
 
-`torch/cross_entropy` softmax_ce_dense float32: nan at (0,) — returned nan where the loss is 0
-(x=[-1, -inf], y=[0, 0]) [case 4e9b53035b443ba5]
+`torch/CrossEntropyLoss` softmax_ce_dense float32: nan at (0,) — returned nan where the loss is
+0 (x=[-1, -inf], y=[0, 0]) [case 4e9b53035b443ba5]
 
 Case 4e9b53035b443ba5 (trap: -inf logits (masked classes) with label 0: the term is 0, not 0 * inf = NaN; soft label over the unmasked classes in row 2; shrunk). Needs only numpy and the framework (torch 2.13.0+cpu).
 Run: python 4e9b53035b443ba5.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -55,7 +55,7 @@ def call(inputs):
     labels.requires_grad_(True)
     logits = torch.from_numpy(inputs['logits'].copy())
     logits.requires_grad_(True)
-    out = torch.nn.functional.cross_entropy(logits, labels, weight=None, reduction='none', label_smoothing=0.0)
+    out = torch.nn.CrossEntropyLoss(weight=None, reduction='none', label_smoothing=0.0)(logits, labels)
     value = out.detach().numpy()
     g = torch.autograd.grad(out.sum(), [logits, labels])
     grads = {'logits': g[0].numpy(), 'labels': g[1].numpy()}
@@ -72,6 +72,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

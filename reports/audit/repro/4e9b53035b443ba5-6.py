@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""xent reproducer: tensorflow / tf.compat.v1.losses.softmax_cross_entropy: softmax_ce_dense float32, verdict nan.
+"""xent reproducer: tensorflow / tf.nn.softmax_cross_entropy_with_logits: softmax_ce_dense float32, verdict nan.
 
-`tensorflow/tf.compat.v1.losses.softmax_cross_entropy` softmax_ce_dense float32: nan at (0,) —
+`tensorflow/tf.nn.softmax_cross_entropy_with_logits` softmax_ce_dense float32: nan at (0,) —
 returned nan where the loss is 0 (x=[-1, -inf], y=[0, 0]) [case 4e9b53035b443ba5]
 
 Case 4e9b53035b443ba5 (trap: -inf logits (masked classes) with label 0: the term is 0, not 0 * inf = NaN; soft label over the unmasked classes in row 2; shrunk). Needs only numpy and the framework (tensorflow 2.21.0).
@@ -59,7 +59,7 @@ def call(inputs):
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(logits)
         tape.watch(labels)
-        out = tf.compat.v1.losses.softmax_cross_entropy(onehot_labels=labels, logits=logits, label_smoothing=0.0, weights=1.0, reduction=tf.compat.v1.losses.Reduction.NONE)
+        out = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits, axis=-1)
         total = tf.reduce_sum(out)
     value = out.numpy()
     g = tape.gradient(total, [logits, labels])
@@ -78,6 +78,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -5,7 +5,7 @@
 0, 0) — returned -0.00033533573 where the gradient d/dlogits is -0.00033535014 (495 ulp, allowed
 18.985; condition number 8) (x=8, z=1) [case 51aeb7d100996137]
 
-Case 51aeb7d100996137 (regime:soft_labels; shrunk). Needs only numpy and the framework (keras-torch keras 3.15.1, torch 2.13.0+cpu).
+Case 51aeb7d100996137 (regime:hard_labels; shrunk). Needs only numpy and the framework (keras-torch keras 3.15.1, torch 2.13.0+cpu).
 Run: python 51aeb7d100996137.py        (exit 0: the divergence reproduced; 1: it did not)
      python 51aeb7d100996137.py --json (every output element as hex)
 """
@@ -80,6 +80,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

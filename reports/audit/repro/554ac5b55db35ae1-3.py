@@ -4,7 +4,7 @@
 `keras-tensorflow/BinaryCrossentropy(from_logits=False)` bce_probs bfloat16: dtype at (0, 0) —
 returned float32 for a bfloat16 case (p=0, z=1) [case 554ac5b55db35ae1]
 
-Case 554ac5b55db35ae1 (regime:zero_weights; shrunk). Needs only numpy and the framework (keras-tensorflow keras 3.15.1, tensorflow 2.21.0).
+Case 554ac5b55db35ae1 (regime:edge_probs; shrunk). Needs only numpy and the framework (keras-tensorflow keras 3.15.1, tensorflow 2.21.0).
 Run: python 554ac5b55db35ae1.py        (exit 0: the divergence reproduced; 1: it did not)
      python 554ac5b55db35ae1.py --json (every output element as hex)
 """
@@ -84,6 +84,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -4,7 +4,7 @@
 `keras-torch/CategoricalCrossentropy(from_logits=True)` softmax_ce_dense bfloat16: dtype at (0,)
 — returned float32 for a bfloat16 case (x=1, y=0, axis=1) [case 56650eb1a8b08a6c]
 
-Case 56650eb1a8b08a6c (regime:overflow_edge_logits; shrunk). Needs only numpy and the framework (keras-torch keras 3.15.1, torch 2.13.0+cpu).
+Case 56650eb1a8b08a6c (regime:soft_labels; shrunk). Needs only numpy and the framework (keras-torch keras 3.15.1, torch 2.13.0+cpu).
 Run: python 56650eb1a8b08a6c.py        (exit 0: the divergence reproduced; 1: it did not)
      python 56650eb1a8b08a6c.py --json (every output element as hex)
 """
@@ -90,6 +90,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

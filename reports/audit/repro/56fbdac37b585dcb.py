@@ -5,7 +5,7 @@
 — returned 16.118095 where the loss is inf (4.59e+18 ulp, allowed 4) (p=0, z=1) [case
 56fbdac37b585dcb]
 
-Case 56fbdac37b585dcb (regime:soft_labels; shrunk). Needs only numpy and the framework (keras-tensorflow keras 3.15.1, tensorflow 2.21.0).
+Case 56fbdac37b585dcb (regime:edge_probs; shrunk). Needs only numpy and the framework (keras-tensorflow keras 3.15.1, tensorflow 2.21.0).
 Run: python 56fbdac37b585dcb.py        (exit 0: the divergence reproduced; 1: it did not)
      python 56fbdac37b585dcb.py --json (every output element as hex)
 """
@@ -83,6 +83,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -4,7 +4,7 @@
 `keras-torch/CategoricalCrossentropy(from_logits=True)` softmax_ce_dense float16: dtype at (0,)
 — returned float32 for a float16 case (x=1, y=0, axis=1) [case 66356bf1e47565ab]
 
-Case 66356bf1e47565ab (regime:extreme_logits; shrunk). Needs only numpy and the framework (keras-torch keras 3.15.1, torch 2.13.0+cpu).
+Case 66356bf1e47565ab (regime:soft_labels; shrunk). Needs only numpy and the framework (keras-torch keras 3.15.1, torch 2.13.0+cpu).
 Run: python 66356bf1e47565ab.py        (exit 0: the divergence reproduced; 1: it did not)
      python 66356bf1e47565ab.py --json (every output element as hex)
 """
@@ -78,6 +78,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""xent reproducer: torch / binary_cross_entropy_with_logits: sigmoid_bce_logits float32, verdict accepted-invalid.
+"""xent reproducer: torch / BCEWithLogitsLoss: sigmoid_bce_logits float32, verdict accepted-invalid.
 
-`torch/binary_cross_entropy_with_logits` sigmoid_bce_logits float32: accepted-invalid at (0,) —
-returned 0.6931472 for an input the oracle rejects (pos_weight must be finite and >= 0:
-pos_weight[0] = -1.0) (x=0, z=0, q=-1) [case 6b84d470d2c529a5]
+`torch/BCEWithLogitsLoss` sigmoid_bce_logits float32: accepted-invalid at (0,) — returned
+0.6931472 for an input the oracle rejects (pos_weight must be finite and >= 0: pos_weight[0] =
+-1.0) (x=0, z=0, q=-1) [case 6b84d470d2c529a5]
 
 Case 6b84d470d2c529a5 (invalid: negative pos_weight; shrunk). Needs only numpy and the framework (torch 2.13.0+cpu).
 Run: python 6b84d470d2c529a5.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -58,7 +58,7 @@ def call(inputs):
     logits = torch.from_numpy(inputs['logits'].copy())
     logits.requires_grad_(True)
     pos_weight = torch.from_numpy(inputs['pos_weight'].copy())
-    out = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=None, pos_weight=pos_weight, reduction='none')
+    out = torch.nn.BCEWithLogitsLoss(weight=None, pos_weight=pos_weight, reduction='none')(logits, labels)
     value = out.detach().numpy()
     g = torch.autograd.grad(out.sum(), [logits, labels])
     grads = {'logits': g[0].numpy(), 'labels': g[1].numpy()}
@@ -75,6 +75,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""xent reproducer: torch / binary_cross_entropy_with_logits: sigmoid_bce_logits bfloat16, verdict wrong-sign.
+"""xent reproducer: torch / BCEWithLogitsLoss: sigmoid_bce_logits bfloat16, verdict wrong-sign.
 
-`torch/binary_cross_entropy_with_logits` sigmoid_bce_logits bfloat16: wrong-sign at (0, 0, 0) —
-returned 0.00293 where the gradient d/dlogits is -3.58e-05 (29,526 ulp, allowed 14.524;
-condition number 8.98) (x=8, z=1, q=0.1064) [case 70436cfe319d706b]
+`torch/BCEWithLogitsLoss` sigmoid_bce_logits bfloat16: wrong-sign at (0, 0, 0) — returned
+0.00293 where the gradient d/dlogits is -3.58e-05 (29,526 ulp, allowed 14.524; condition number
+8.98) (x=8, z=1, q=0.1064) [case 70436cfe319d706b]
 
 Case 70436cfe319d706b (regime:ordinary; shrunk). Needs only numpy and the framework (torch 2.13.0+cpu).
 Run: python 70436cfe319d706b.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -58,7 +58,7 @@ def call(inputs):
     logits = torch.from_numpy(inputs['logits']).to(torch.bfloat16)
     logits.requires_grad_(True)
     pos_weight = torch.from_numpy(inputs['pos_weight']).to(torch.bfloat16)
-    out = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=None, pos_weight=pos_weight, reduction='none')
+    out = torch.nn.BCEWithLogitsLoss(weight=None, pos_weight=pos_weight, reduction='none')(logits, labels)
     value = out.detach().float().numpy()
     g = torch.autograd.grad(out.sum(), [logits, labels])
     grads = {'logits': g[0].float().numpy(), 'labels': g[1].float().numpy()}
@@ -76,6 +76,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""xent reproducer: torch / cross_entropy: softmax_ce_dense float32, verdict accepted-invalid.
+"""xent reproducer: torch / CrossEntropyLoss: softmax_ce_dense float32, verdict accepted-invalid.
 
-`torch/cross_entropy` softmax_ce_dense float32: accepted-invalid at (0,) — returned -0 for an
+`torch/CrossEntropyLoss` softmax_ce_dense float32: accepted-invalid at (0,) — returned -0 for an
 input the oracle rejects (labels must lie in [0, 1]: labels[0,0] = -1.0) (x=-1, y=-1) [case
 723df3e2eba53720]
 
@@ -56,7 +56,7 @@ def call(inputs):
     labels.requires_grad_(True)
     logits = torch.from_numpy(inputs['logits'].copy())
     logits.requires_grad_(True)
-    out = torch.nn.functional.cross_entropy(logits, labels, weight=None, reduction='none', label_smoothing=0.0)
+    out = torch.nn.CrossEntropyLoss(weight=None, reduction='none', label_smoothing=0.0)(logits, labels)
     value = out.detach().numpy()
     g = torch.autograd.grad(out.sum(), [logits, labels])
     grads = {'logits': g[0].numpy(), 'labels': g[1].numpy()}
@@ -73,6 +73,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""xent reproducer: tensorflow / tf.nn.softmax_cross_entropy_with_logits: softmax_ce_dense float32, verdict accepted-invalid.
+"""xent reproducer: tensorflow / tf.compat.v1.nn.softmax_cross_entropy_with_logits: softmax_ce_dense float32, verdict accepted-invalid.
 
-`tensorflow/tf.nn.softmax_cross_entropy_with_logits` softmax_ce_dense float32: accepted-invalid
-at (0,) — returned 0 for an input the oracle rejects (labels must lie in [0, 1]: labels[0,0] =
--1.0) (x=-1, y=-1) [case 723df3e2eba53720]
+`tensorflow/tf.compat.v1.nn.softmax_cross_entropy_with_logits` softmax_ce_dense float32:
+accepted-invalid at (0,) — returned 0 for an input the oracle rejects (labels must lie in [0,
+1]: labels[0,0] = -1.0) (x=-1, y=-1) [case 723df3e2eba53720]
 
 Case 723df3e2eba53720 (invalid: a NaN label; shrunk). Needs only numpy and the framework (tensorflow 2.21.0).
 Run: python 723df3e2eba53720.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -60,7 +60,7 @@ def call(inputs):
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(logits)
         tape.watch(labels)
-        out = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits, axis=-1)
+        out = tf.compat.v1.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits, dim=-1)
         total = tf.reduce_sum(out)
     value = out.numpy()
     g = tape.gradient(total, [logits, labels])
@@ -79,6 +79,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""xent reproducer: torch / BCEWithLogitsLoss: sigmoid_bce_logits bfloat16, verdict underflow.
+"""xent reproducer: torch / binary_cross_entropy_with_logits: sigmoid_bce_logits bfloat16, verdict underflow.
 
-`torch/BCEWithLogitsLoss` sigmoid_bce_logits bfloat16: underflow at (0, 0) — returned 0 where
-the gradient d/dlogits is -1.127e-07 (13,298 ulp, allowed 34.208; condition number 16) (x=16,
-z=1) [case 73ecff8cb7a1e724]
+`torch/binary_cross_entropy_with_logits` sigmoid_bce_logits bfloat16: underflow at (0, 0) —
+returned 0 where the gradient d/dlogits is -1.127e-07 (13,298 ulp, allowed 34.208; condition
+number 16) (x=16, z=1) [case 73ecff8cb7a1e724]
 
 Case 73ecff8cb7a1e724 (trap: the seed 001 example in bfloat16, -810 rounded to -808; shrunk). Needs only numpy and the framework (torch 2.13.0+cpu).
 Run: python 73ecff8cb7a1e724.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -56,7 +56,7 @@ def call(inputs):
     labels.requires_grad_(True)
     logits = torch.from_numpy(inputs['logits']).to(torch.bfloat16)
     logits.requires_grad_(True)
-    out = torch.nn.BCEWithLogitsLoss(weight=None, pos_weight=None, reduction='none')(logits, labels)
+    out = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=None, pos_weight=None, reduction='none')
     value = out.detach().float().numpy()
     g = torch.autograd.grad(out.sum(), [logits, labels])
     grads = {'logits': g[0].float().numpy(), 'labels': g[1].float().numpy()}
@@ -74,6 +74,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

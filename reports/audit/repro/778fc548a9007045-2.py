@@ -5,7 +5,7 @@
 loss is 0.0003355 (3,455 ulp, allowed 12.989; condition number 8) (x=-8, z=0) [case
 778fc548a9007045]
 
-Case 778fc548a9007045 (trap: float16 exp overflow edge ln 65504 = 11.0899 (11.0859375 and 11.09375 bracket it), ±65504, and -ln of the smallest subnormal 16.64; shrunk). Needs only numpy and the framework (torch 2.13.0+cpu).
+Case 778fc548a9007045 (regime:overflow_edge_logits; shrunk). Needs only numpy and the framework (torch 2.13.0+cpu).
 Run: python 778fc548a9007045.py        (exit 0: the divergence reproduced; 1: it did not)
      python 778fc548a9007045.py --json (every output element as hex)
 """
@@ -73,6 +73,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""xent reproducer: tensorflow / tf.nn.sigmoid_cross_entropy_with_logits: sigmoid_bce_logits float32, verdict underflow.
+"""xent reproducer: tensorflow / tf.compat.v1.losses.sigmoid_cross_entropy: sigmoid_bce_logits float32, verdict underflow.
 
-`tensorflow/tf.nn.sigmoid_cross_entropy_with_logits` sigmoid_bce_logits float32: underflow at
+`tensorflow/tf.compat.v1.losses.sigmoid_cross_entropy` sigmoid_bce_logits float32: underflow at
 (0,) — returned 0 where the loss is 6.054601e-39 (4.32e+06 ulp, allowed 4; condition number 0)
 (x=88, z=1) [case 79cb763eb47e8fa9]
 
@@ -60,7 +60,7 @@ def call(inputs):
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(logits)
         tape.watch(labels)
-        out = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+        out = tf.compat.v1.losses.sigmoid_cross_entropy(multi_class_labels=labels, logits=logits, label_smoothing=0.0, weights=1.0, reduction=tf.compat.v1.losses.Reduction.NONE)
         total = tf.reduce_sum(out)
     value = out.numpy()
     g = tape.gradient(total, [logits, labels])
@@ -79,6 +79,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -4,7 +4,7 @@
 `keras-jax/BinaryCrossentropy(from_logits=False)` bce_probs float16: dtype at (0, 0) — returned
 float32 for a float16 case (p=1, z=0) [case 7dbb96ab4c2c65ce]
 
-Case 7dbb96ab4c2c65ce (regime:edge_probs; shrunk). Needs only numpy and the framework (keras-jax keras 3.15.1, jax 0.10.2).
+Case 7dbb96ab4c2c65ce (regime:zero_weights; shrunk). Needs only numpy and the framework (keras-jax keras 3.15.1, jax 0.10.2).
 Run: python 7dbb96ab4c2c65ce.py        (exit 0: the divergence reproduced; 1: it did not)
      python 7dbb96ab4c2c65ce.py --json (every output element as hex)
 """
@@ -82,6 +82,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

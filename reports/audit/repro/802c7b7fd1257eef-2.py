@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""xent reproducer: tensorflow-xla / tf.compat.v1.nn.softmax_cross_entropy_with_logits: softmax_ce_dense float32, verdict accepted-invalid.
+"""xent reproducer: tensorflow-xla / tf.nn.softmax_cross_entropy_with_logits: softmax_ce_dense float32, verdict accepted-invalid.
 
-`tensorflow-xla/tf.compat.v1.nn.softmax_cross_entropy_with_logits` softmax_ce_dense float32:
-accepted-invalid at (1,) — returned -0 for an input the oracle rejects (labels must lie in [0,
-1]: labels[0,0] = nan) (x=0.5, y=0) [case 802c7b7fd1257eef]
+`tensorflow-xla/tf.nn.softmax_cross_entropy_with_logits` softmax_ce_dense float32: accepted-
+invalid at (1,) — returned -0 for an input the oracle rejects (labels must lie in [0, 1]:
+labels[0,0] = nan) (x=0.5, y=0) [case 802c7b7fd1257eef]
 
 Case 802c7b7fd1257eef (invalid: a NaN label; shrunk). Needs only numpy and the framework (tensorflow-xla 2.21.0).
 Run: python 802c7b7fd1257eef.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -64,7 +64,7 @@ def call(inputs):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(logits)
             tape.watch(labels)
-            out = tf.compat.v1.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits, dim=-1)
+            out = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits, axis=-1)
             total = tf.reduce_sum(out)
         g = tape.gradient(total, [logits, labels])
         # None: the API stops the gradient into that input
@@ -87,6 +87,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

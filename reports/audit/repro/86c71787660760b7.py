@@ -4,7 +4,7 @@
 `keras-tensorflow/BinaryCrossentropy(from_logits=True)` sigmoid_bce_logits float16: dtype at (0,
 0) — returned float32 for a float16 case (x=1, z=0) [case 86c71787660760b7]
 
-Case 86c71787660760b7 (seed 001: TF sigmoid_cross_entropy_with_logits example in float16; x = -810 overflows exp(-x) in the textbook formula (TF prints 0 there); shrunk). Needs only numpy and the framework (keras-tensorflow keras 3.15.1, tensorflow 2.21.0).
+Case 86c71787660760b7 (regime:any_bits_logits; shrunk). Needs only numpy and the framework (keras-tensorflow keras 3.15.1, tensorflow 2.21.0).
 Run: python 86c71787660760b7.py        (exit 0: the divergence reproduced; 1: it did not)
      python 86c71787660760b7.py --json (every output element as hex)
 """
@@ -82,6 +82,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""xent reproducer: torch / BCEWithLogitsLoss: sigmoid_bce_logits float64, verdict inaccurate.
+"""xent reproducer: torch / binary_cross_entropy_with_logits: sigmoid_bce_logits float64, verdict inaccurate.
 
-`torch/BCEWithLogitsLoss` sigmoid_bce_logits float64: inaccurate at (0, 0) — returned
--1.1253516207787584e-07 where the gradient d/dlogits is -1.12535162055095e-07 (1.72e+06 ulp,
-allowed 38.208; condition number 16) (x=16, z=1) [case aa81f7f5ebb8ec59]
+`torch/binary_cross_entropy_with_logits` sigmoid_bce_logits float64: inaccurate at (0, 0) —
+returned -1.1253516207787584e-07 where the gradient d/dlogits is -1.12535162055095e-07 (1.72e+06
+ulp, allowed 38.208; condition number 16) (x=16, z=1) [case aa81f7f5ebb8ec59]
 
 Case aa81f7f5ebb8ec59 (seed 001: TF sigmoid_cross_entropy_with_logits example in float64; x = -810 overflows exp(-x) in the textbook formula (TF prints 0 there); shrunk). Needs only numpy and the framework (torch 2.13.0+cpu).
 Run: python aa81f7f5ebb8ec59.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -56,7 +56,7 @@ def call(inputs):
     labels.requires_grad_(True)
     logits = torch.from_numpy(inputs['logits'].copy())
     logits.requires_grad_(True)
-    out = torch.nn.BCEWithLogitsLoss(weight=None, pos_weight=None, reduction='none')(logits, labels)
+    out = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=None, pos_weight=None, reduction='none')
     value = out.detach().numpy()
     g = torch.autograd.grad(out.sum(), [logits, labels])
     grads = {'logits': g[0].numpy(), 'labels': g[1].numpy()}
@@ -73,6 +73,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -2,9 +2,9 @@
 """xent reproducer: keras-tensorflow / SparseCategoricalCrossentropy(from_logits=True): softmax_ce_sparse bfloat16, verdict raised.
 
 `keras-tensorflow/SparseCategoricalCrossentropy(from_logits=True)` softmax_ce_sparse bfloat16:
-raised — raised `WorkerError: ValueError: Only axis=-1 is currently supported. Received: axis=1`
-where the loss is defined (x=[-6.1e-05, -1.27e+30, 1, 1024, … (9 values)], y=[2, 0, 0], axis=1)
-[case acb45a47534b9cec]
+raised — raised `ValueError: Only axis=-1 is currently supported. Received: axis=1` where the
+loss is defined (x=[-6.1e-05, -1.27e+30, 1, 1024, … (9 values)], y=[2, 0, 0], axis=1) [case
+acb45a47534b9cec]
 
 Case acb45a47534b9cec (regime:extreme_logits; shrunk). Needs only numpy and the framework (keras-tensorflow keras 3.15.1, tensorflow 2.21.0).
 Run: python acb45a47534b9cec.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -21,7 +21,7 @@ QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) 
 INDEX = None  # the element xent reported (None: the whole output)
 RECORDED = None  # what xent saw the call return there (float.hex of the value; None: no number)
 TRUTH = None  # the certified, correctly rounded value in bfloat16 (float.hex)
-MESSAGE = 'WorkerError: ValueError: Only axis=-1 is currently supported. Received: axis=1'
+MESSAGE = 'ValueError: Only axis=-1 is currently supported. Received: axis=1'
 
 
 def _array(tokens, shape, dtype):
@@ -88,6 +88,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

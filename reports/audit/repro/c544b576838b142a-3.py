@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""xent reproducer: torch / BCEWithLogitsLoss: sigmoid_bce_logits bfloat16, verdict nan.
+"""xent reproducer: torch / binary_cross_entropy_with_logits: sigmoid_bce_logits bfloat16, verdict nan.
 
-`torch/BCEWithLogitsLoss` sigmoid_bce_logits bfloat16: nan at (0, 0) — returned nan where the
-loss is 0 (x=-inf, z=0) [case c544b576838b142a]
+`torch/binary_cross_entropy_with_logits` sigmoid_bce_logits bfloat16: nan at (0, 0) — returned
+nan where the loss is 0 (x=-inf, z=0) [case c544b576838b142a]
 
 Case c544b576838b142a (regime:masked_rows; shrunk). Needs only numpy and the framework (torch 2.13.0+cpu).
 Run: python c544b576838b142a.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -55,7 +55,7 @@ def call(inputs):
     labels.requires_grad_(True)
     logits = torch.from_numpy(inputs['logits']).to(torch.bfloat16)
     logits.requires_grad_(True)
-    out = torch.nn.BCEWithLogitsLoss(weight=None, pos_weight=None, reduction='none')(logits, labels)
+    out = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=None, pos_weight=None, reduction='none')
     value = out.detach().float().numpy()
     g = torch.autograd.grad(out.sum(), [logits, labels])
     grads = {'logits': g[0].float().numpy(), 'labels': g[1].float().numpy()}
@@ -73,6 +73,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -2,8 +2,8 @@
 """xent reproducer: keras-jax / SparseCategoricalCrossentropy(from_logits=True): softmax_ce_sparse float64, verdict raised.
 
 `keras-jax/SparseCategoricalCrossentropy(from_logits=True)` softmax_ce_sparse float64: raised —
-raised `WorkerError: IndexError: tuple index out of range` where the loss is defined (x=0, y=0,
-axis=0) [case d33fa58392bc712f]
+raised `IndexError: tuple index out of range` where the loss is defined (x=0, y=0, axis=0) [case
+d33fa58392bc712f]
 
 Case d33fa58392bc712f (regime:dominant_logit_rows; shrunk). Needs only numpy and the framework (keras-jax keras 3.15.1, jax 0.10.2).
 Run: python d33fa58392bc712f.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -20,7 +20,7 @@ QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) 
 INDEX = None  # the element xent reported (None: the whole output)
 RECORDED = None  # what xent saw the call return there (float.hex of the value; None: no number)
 TRUTH = None  # the certified, correctly rounded value in float64 (float.hex)
-MESSAGE = 'WorkerError: IndexError: tuple index out of range'
+MESSAGE = 'IndexError: tuple index out of range'
 
 
 def _array(tokens, shape, dtype):
@@ -82,6 +82,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""xent reproducer: tensorflow / tf.nn.sparse_softmax_cross_entropy_with_logits: softmax_ce_sparse float32, verdict underflow.
+"""xent reproducer: tensorflow / tf.compat.v1.losses.sparse_softmax_cross_entropy: softmax_ce_sparse float32, verdict underflow.
 
-`tensorflow/tf.nn.sparse_softmax_cross_entropy_with_logits` softmax_ce_sparse float32: underflow
-at (0, 1) — returned 0 where the gradient d/dlogits is 6.054601e-39 (4.32e+06 ulp, allowed
-55.326; condition number 88) (x=[88, 0, -1], y=2) [case d3c10b539a5aa650]
+`tensorflow/tf.compat.v1.losses.sparse_softmax_cross_entropy` softmax_ce_sparse float32:
+underflow at (0, 1) — returned 0 where the gradient d/dlogits is 6.054601e-39 (4.32e+06 ulp,
+allowed 55.326; condition number 88) (x=[88, 0, -1], y=2) [case d3c10b539a5aa650]
 
 Case d3c10b539a5aa650 (trap: float32 logits at the exp overflow edge 88.72283935546875; shrunk). Needs only numpy and the framework (tensorflow 2.21.0).
 Run: python d3c10b539a5aa650.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -59,7 +59,7 @@ def call(inputs):
     logits = tf.constant(inputs['logits'])
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(logits)
-        out = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        out = tf.compat.v1.losses.sparse_softmax_cross_entropy(labels=labels, logits=logits, weights=1.0, reduction=tf.compat.v1.losses.Reduction.NONE)
         total = tf.reduce_sum(out)
     value = out.numpy()
     g = tape.gradient(total, [logits])
@@ -78,6 +78,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

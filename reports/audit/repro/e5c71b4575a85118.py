@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""xent reproducer: torch / binary_cross_entropy: bce_probs float32, verdict inaccurate.
+"""xent reproducer: torch / BCELoss: bce_probs float32, verdict inaccurate.
 
-`torch/binary_cross_entropy` bce_probs float32: inaccurate at (0,) — returned -1000000000000
-where the gradient d/dprobs is -inf (7.4e+08 ulp, allowed 8) (p=0, z=1) [case e5c71b4575a85118]
+`torch/BCELoss` bce_probs float32: inaccurate at (0,) — returned -1000000000000 where the
+gradient d/dprobs is -inf (7.4e+08 ulp, allowed 8) (p=0, z=1) [case e5c71b4575a85118]
 
 Case e5c71b4575a85118 (trap: p in {0, 1}: 0 log 0 = 0, log 0 = -inf (PyTorch clamps log p at -100, Keras clips p to [1e-7, 1 - 1e-7]); shrunk). Needs only numpy and the framework (torch 2.13.0+cpu).
 Run: python e5c71b4575a85118.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -55,7 +55,7 @@ def call(inputs):
     labels.requires_grad_(True)
     probs = torch.from_numpy(inputs['probs'].copy())
     probs.requires_grad_(True)
-    out = torch.nn.functional.binary_cross_entropy(probs, labels, weight=None, reduction='none')
+    out = torch.nn.BCELoss(weight=None, reduction='none')(probs, labels)
     value = out.detach().numpy()
     g = torch.autograd.grad(out.sum(), [probs, labels])
     grads = {'probs': g[0].numpy(), 'labels': g[1].numpy()}
@@ -72,6 +72,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -5,7 +5,7 @@
 d/dlabels is -1.1754944e-38 (8.39e+06 ulp, allowed 9; condition number 1) (x=1.1754944e-38, z=0)
 [case e76cfa8c565c7fce]
 
-Case e76cfa8c565c7fce (regime:any_bits_logits; shrunk). Needs only numpy and the framework (naive 2.4.6).
+Case e76cfa8c565c7fce (trap: subnormal logits: l = log 2 -/+ x/2, which rounds to log 2; shrunk). Needs only numpy and the framework (naive 2.4.6).
 Run: python e76cfa8c565c7fce.py        (exit 0: the divergence reproduced; 1: it did not)
      python e76cfa8c565c7fce.py --json (every output element as hex)
 """
@@ -71,6 +71,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""xent reproducer: tensorflow / tf.nn.sigmoid_cross_entropy_with_logits: sigmoid_bce_logits float64, verdict nan.
+"""xent reproducer: tensorflow / tf.compat.v1.losses.sigmoid_cross_entropy: sigmoid_bce_logits float64, verdict nan.
 
-`tensorflow/tf.nn.sigmoid_cross_entropy_with_logits` sigmoid_bce_logits float64: nan at (0,) —
+`tensorflow/tf.compat.v1.losses.sigmoid_cross_entropy` sigmoid_bce_logits float64: nan at (0,) —
 returned nan where the loss is inf (x=inf, z=0) [case e7ec9e06078665bc]
 
 Case e7ec9e06078665bc (trap: x = ±inf with labels 0, 1, 1/2 in float64: the limits are 0 or +inf; max(x,0) - x*z computes inf - inf = NaN; shrunk). Needs only numpy and the framework (tensorflow 2.21.0).
@@ -59,7 +59,7 @@ def call(inputs):
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(logits)
         tape.watch(labels)
-        out = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+        out = tf.compat.v1.losses.sigmoid_cross_entropy(multi_class_labels=labels, logits=logits, label_smoothing=0.0, weights=1.0, reduction=tf.compat.v1.losses.Reduction.NONE)
         total = tf.reduce_sum(out)
     value = out.numpy()
     g = tape.gradient(total, [logits, labels])
@@ -78,6 +78,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""xent reproducer: naive / seed_unstable: sigmoid_bce_logits float64, verdict nan.
+"""xent reproducer: naive / textbook: sigmoid_bce_logits float64, verdict nan.
 
-`naive/seed_unstable` sigmoid_bce_logits float64: nan at (0, 0) — returned nan where the
-gradient d/dlogits is 0 (x=-1024, z=0) [case ee86e28b09d00f97]
+`naive/textbook` sigmoid_bce_logits float64: nan at (0, 0) — returned nan where the loss is 0
+(x=-1024, z=0) [case ee86e28b09d00f97]
 
 Case ee86e28b09d00f97 (seed 001: TF sigmoid_cross_entropy_with_logits example in float64; x = -810 overflows exp(-x) in the textbook formula (TF prints 0 there); shrunk). Needs only numpy and the framework (naive 2.4.6).
 Run: python ee86e28b09d00f97.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -15,7 +15,7 @@ import numpy as np
 
 DTYPE = 'float64'
 VERDICT = 'nan'
-QUANTITY = 'grad:logits'  # "value", or "grad:<input>" for the gradient of sum(value) w.r.t. an input
+QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) w.r.t. an input
 INDEX = (0, 0)  # the element xent reported (None: the whole output)
 RECORDED = 'nan'  # what xent saw the call return there (float.hex of the value; None: no number)
 TRUTH = '0x0p+0'  # the certified, correctly rounded value in float64 (float.hex)
@@ -52,9 +52,9 @@ def call(inputs):
     x = inputs['logits'].astype(np.float64)
     z = inputs['labels'].astype(np.float64)
     with np.errstate(all='ignore'):  # the flaw shows in the value, not as a warning
-        e = np.exp(-x)
-        l = x - x * z + np.log(1 + e)
-        g = {'logits': 1 - z - e / (1 + e), 'labels': -x}
+        s = 1 / (1 + np.exp(-x))
+        l = z * -np.log(s) + (1 - z) * -np.log(1 - s)
+        g = {'logits': s - z, 'labels': -np.log(s) + np.log(1 - s)}
     value = np.asarray(l).astype(np.float64)
     grads = {k: v.astype(np.float64) for k, v in g.items()}
     return value, grads, dtypes
@@ -70,6 +70,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -5,7 +5,7 @@
 returned 1.0000001e-07 where the loss is 0 (4.5e+18 ulp, allowed 4; condition number 0) (p=0,
 z=0) [case f3fb82eca1332843]
 
-Case f3fb82eca1332843 (regime:soft_labels; shrunk). Needs only numpy and the framework (keras-torch keras 3.15.1, torch 2.13.0+cpu).
+Case f3fb82eca1332843 (regime:zero_weights; shrunk). Needs only numpy and the framework (keras-torch keras 3.15.1, torch 2.13.0+cpu).
 Run: python f3fb82eca1332843.py        (exit 0: the divergence reproduced; 1: it did not)
      python f3fb82eca1332843.py --json (every output element as hex)
 """
@@ -80,6 +80,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

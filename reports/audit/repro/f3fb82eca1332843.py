@@ -5,7 +5,7 @@
 -1.1920928e-07 where the loss is 0 (4.5e+18 ulp, allowed 4; condition number 0) (p=0, z=0) [case
 f3fb82eca1332843]
 
-Case f3fb82eca1332843 (regime:zero_weights; shrunk). Needs only numpy and the framework (tensorflow 2.21.0).
+Case f3fb82eca1332843 (regime:hard_labels; shrunk). Needs only numpy and the framework (tensorflow 2.21.0).
 Run: python f3fb82eca1332843.py        (exit 0: the divergence reproduced; 1: it did not)
      python f3fb82eca1332843.py --json (every output element as hex)
 """
@@ -79,6 +79,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined

@@ -2,9 +2,9 @@
 """xent reproducer: keras-jax / SparseCategoricalCrossentropy(from_logits=True): softmax_ce_sparse float16, verdict raised.
 
 `keras-jax/SparseCategoricalCrossentropy(from_logits=True)` softmax_ce_sparse float16: raised —
-raised `WorkerError: ValueError: Arguments `target` and `output` must have the same shape up
-until the last dimension: target.shape=(1, 3), output.shape=(1, 1, 3)` where the loss is defined
-(x=[810, 7, -2410], y=[0, 0, 0], axis=1) [case f48f3d546d83c280]
+raised `ValueError: Arguments `target` and `output` must have the same shape up until the last
+dimension: target.shape=(1, 3), output.shape=(1, 1, 3)` where the loss is defined (x=[810, 7,
+-2410], y=[0, 0, 0], axis=1) [case f48f3d546d83c280]
 
 Case f48f3d546d83c280 (regime:zero_weights; shrunk). Needs only numpy and the framework (keras-jax keras 3.15.1, jax 0.10.2).
 Run: python f48f3d546d83c280.py        (exit 0: the divergence reproduced; 1: it did not)
@@ -21,7 +21,7 @@ QUANTITY = 'value'  # "value", or "grad:<input>" for the gradient of sum(value) 
 INDEX = None  # the element xent reported (None: the whole output)
 RECORDED = None  # what xent saw the call return there (float.hex of the value; None: no number)
 TRUTH = None  # the certified, correctly rounded value in float16 (float.hex)
-MESSAGE = 'WorkerError: ValueError: Arguments `target` and `output` must have the same shape up until the last dimension: target.shape=(1, 3), output.shape=(1, 1, 3)'
+MESSAGE = 'ValueError: Arguments `target` and `output` must have the same shape up until the last dimension: target.shape=(1, 3), output.shape=(1, 1, 3)'
 
 
 def _array(tokens, shape, dtype):
@@ -83,6 +83,8 @@ def _same(a, b):
 
 
 def main():
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")  # any message prints, whatever it holds
     try:
         value, grads, dtypes = call(inputs)
     except Exception as e:  # the verdict "raised" is an exception where the truth is defined
