@@ -192,11 +192,14 @@ def matrix(doc: dict) -> list[str]:
     """Adapters x variants: % conforming, worst ULP, verdict counts (all APIs and dtypes)."""
     variants = doc["run"]["variants"]
     controls = {a["name"] for a in doc["environment"]["adapters"] if a.get("control")}
-    agg = defaultdict(lambda: {"cases": 0, "conforming": 0, "max_ulp": None, "verdicts": defaultdict(int)})
+    agg = defaultdict(lambda: {"cases": 0, "conforming": 0, "searched": 0, "searched_conforming": 0,
+                               "max_ulp": None, "verdicts": defaultdict(int)})
     for c in doc["cells"]:
         a = agg[(c["adapter"], c["variant"])]
         a["cases"] += c["cases"]
         a["conforming"] += c["conforming"]
+        a["searched"] += c.get("searched", 0)
+        a["searched_conforming"] += c.get("searched_conforming", 0)
         if c["max_ulp"] is not None:
             a["max_ulp"] = c["max_ulp"] if a["max_ulp"] is None else max(a["max_ulp"], c["max_ulp"])
         for v, n in c["verdicts"].items():
@@ -209,8 +212,16 @@ def matrix(doc: dict) -> list[str]:
             if a is None or not a["cases"]:
                 row.append("n/a")
                 continue
-            pct = 100.0 * a["conforming"] / a["cases"]
-            text = f"{pct:.4g}% of {a['cases']}, max {_ulp_text(a['max_ulp'])} ulp"
+            # The share over the corpus and shared cases only: the targeted search is biased
+            # towards failing inputs, so its cases are counted apart.
+            shared = a["cases"] - a["searched"]
+            shared_ok = a["conforming"] - a["searched_conforming"]
+            if a["searched"] and shared:
+                text = (f"{100.0 * shared_ok / shared:.4g}% of {shared} (+{a['searched']} searched, "
+                        f"{a['searched_conforming']} conform), max {_ulp_text(a['max_ulp'])} ulp")
+            else:
+                pct = 100.0 * a["conforming"] / a["cases"]
+                text = f"{pct:.4g}% of {a['cases']}, max {_ulp_text(a['max_ulp'])} ulp"
             counts = _verdict_counts(a["verdicts"])
             row.append(text + (f"; {counts}" if counts else ""))
         lines.append("| " + " | ".join(row) + " |")
@@ -338,8 +349,9 @@ def summary(doc: dict) -> str:
         state = (a.get("version") or "available") if a["available"] else f"unavailable: {a.get('reason')}"
         lines.append(f"- `{a['name']}`{' (control)' if a.get('control') else ''}: {state}")
     lines += ["", "## Conformance matrix", "",
-              "Share of cases conforming, worst ULP distance, and the count of each other verdict, "
-              "over every API and dtype.", ""]
+              "Share of the corpus and shared generated cases conforming (the targeted-search cases, "
+              "biased towards failing inputs, are counted apart), worst ULP distance, and the count of "
+              "each other verdict over all answers, every API and dtype.", ""]
     lines += matrix(doc)
     lines += ["", "## Cells", "", "| adapter | api | variant | dtype | cases | conforming | max ulp | verdicts |",
               "|---|---|---|---|---|---|---|---|"]

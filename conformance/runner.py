@@ -65,6 +65,7 @@ class Cell:
     cases: int = 0
     conforming: int = 0
     searched: int = 0  # of `cases`, how many the targeted search drew (the rest: corpus + shared)
+    searched_conforming: int = 0  # of those, how many conform
     max_ulp: float | None = None
     undecided_elements: int = 0
     seconds: float = 0.0
@@ -76,6 +77,7 @@ class Cell:
     def add(self, cv: CaseVerdict, seconds: float, case: Case | None = None, searched: bool = False) -> None:
         self.cases += 1
         self.searched += searched
+        self.searched_conforming += searched and cv.verdict == "conforms"
         self.conforming += cv.verdict == "conforms"
         self.verdicts[cv.verdict] += 1
         self.undecided_elements += cv.undecided
@@ -95,6 +97,7 @@ class Cell:
         return {
             "adapter": self.adapter, "api": self.api, "variant": self.variant, "dtype": self.dtype,
             "cases": self.cases, "conforming": self.conforming, "searched": self.searched,
+            "searched_conforming": self.searched_conforming,
             "max_ulp": _ulp_json(self.max_ulp),
             "max_bits": None if self.max_ulp is None else round(float(bits_of_error(self.max_ulp)), 3),
             "verdicts": dict(sorted(self.verdicts.items())),
