@@ -161,7 +161,7 @@ def aggregate(doc: dict) -> dict:
     for c in doc["cells"]:
         a = agg.setdefault((c["adapter"], c["variant"]),
                            {"cases": 0, "conforming": 0, "max_ulp": None, "verdicts": defaultdict(int)})
-        # the share is over the corpus and shared cases: targeted-search cases lean to failures
+        # the share is over the corpus and shared cases: the search steers towards large errors
         a["cases"] += c["cases"] - c.get("searched", 0)
         a["conforming"] += c["conforming"] - c.get("searched_conforming", 0)
         if c.get("max_ulp") is not None:
@@ -642,8 +642,8 @@ def render(doc: dict, source_limit: int = SOURCE_LIMIT) -> str:
              '<a href="#divergences">Divergences</a><a href="#budgets">Budgets</a><a href="#oracle">Oracle</a></nav>',
              '<section id="run"><h2>Run</h2>', *_header(doc), "</section>",
              '<section id="matrix-section"><h2>Conformance matrix</h2><p>Share of the corpus and shared '
-             "generated cases conforming (targeted-search cases, which lean towards failing inputs, are left "
-             "out of the share), worst ULP distance and the count of each other verdict over all answers, "
+             "generated cases conforming (targeted-search cases, which each cell steers towards its own largest "
+             "errors, are left out of the share), worst ULP distance and the count of each other verdict over all answers, "
              "every API and dtype of an adapter. The adapter "
              "names link to their histograms and plots.</p>", *_matrix(doc), "</section>",
              '<section id="adapters"><h2>Per adapter</h2><p>For each adapter: every answer\'s error (in bits: '

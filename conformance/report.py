@@ -212,8 +212,8 @@ def matrix(doc: dict) -> list[str]:
             if a is None or not a["cases"]:
                 row.append("n/a")
                 continue
-            # The share over the corpus and shared cases only: the targeted search is biased
-            # towards failing inputs, so its cases are counted apart.
+            # The share over the corpus and shared cases only: the targeted search steers each cell
+            # towards its own largest errors, so its cases are counted apart.
             shared = a["cases"] - a["searched"]
             shared_ok = a["conforming"] - a["searched_conforming"]
             if a["searched"] and shared:
@@ -349,9 +349,9 @@ def summary(doc: dict) -> str:
         state = (a.get("version") or "available") if a["available"] else f"unavailable: {a.get('reason')}"
         lines.append(f"- `{a['name']}`{' (control)' if a.get('control') else ''}: {state}")
     lines += ["", "## Conformance matrix", "",
-              "Share of the corpus and shared generated cases conforming (the targeted-search cases, "
-              "biased towards failing inputs, are counted apart), worst ULP distance, and the count of "
-              "each other verdict over all answers, every API and dtype.", ""]
+              "Share of the corpus and shared generated cases conforming (the targeted-search cases, which "
+              "each cell steers towards its own largest errors, are counted apart), worst ULP distance, and "
+              "the count of each other verdict over all answers, every API and dtype.", ""]
     lines += matrix(doc)
     lines += ["", "## Cells", "", "| adapter | api | variant | dtype | cases | conforming | max ulp | verdicts |",
               "|---|---|---|---|---|---|---|---|"]
