@@ -419,7 +419,7 @@ _RUN_PARAMS = ("adapters", "variants", "dtypes", "examples", "search", "shrink",
 
 def cmd_run(args, argv) -> int:
     """``xent run``: the folder is locked, the parameters saved, every answer journaled."""
-    from . import report
+    from .files import write_atomic
     from .journal import FolderLock, InUse, JOURNAL, PARAMS
 
     out = Path(args.resume or args.out)
@@ -449,13 +449,13 @@ def cmd_run(args, argv) -> int:
                 raise UsageError(f"{out} holds an unfinished run ({JOURNAL}); continue it with --resume {out}, "
                                  f"or start over with --restart")
             params_path.parent.mkdir(parents=True, exist_ok=True)
-            report._write_atomic(params_path, json.dumps(
+            write_atomic(params_path, json.dumps(
                 {"params": {k: getattr(args, k) for k in _RUN_PARAMS}, "argv": argv, "finished": False}, indent=1))
         args.out = str(out)
         code = _run(args, argv)
         saved = json.loads(params_path.read_text(encoding="utf-8"))
         saved["finished"] = True
-        report._write_atomic(params_path, json.dumps(saved, indent=1))
+        write_atomic(params_path, json.dumps(saved, indent=1))
         return code
     finally:
         lock.release()
@@ -567,7 +567,6 @@ class _Lines:
 
 def cmd_replay(args, argv) -> int:
     import adapters
-    import oracle
     from cases import CaseError
     from . import runner
     from .numbers import shortest as _short

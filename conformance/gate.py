@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from cases.model import JSONError, loads_json, one_line, show
+from .files import write_atomic
 from .store import read_text_file
 from .verdict import SEVERITY
 
@@ -425,31 +424,11 @@ def write_baseline(path, entries) -> Path:
     except UnicodeEncodeError:  # a lone surrogate (read from a "\udxxx" escape): keep it escaped
         text = json.dumps(doc, indent=1, ensure_ascii=True, allow_nan=False) + "\n"
     try:
-        return _write_atomic(p, text)
+        return write_atomic(p, text)
     except OSError as e:
         raise BaselineError(f"{path}: cannot write baseline: {_reason(e)}") from None
     except ValueError as e:  # a NUL byte in the path
         raise BaselineError(f"{path!r}: cannot write baseline: {e}") from None
-
-
-def _write_atomic(p: Path, text: str) -> Path:
-    if str(p.parent):
-        p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return p
 
 
 def unreviewed_reason(example: dict, meaning: str | None = None) -> str:

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import re
-import tempfile
 from collections import defaultdict
 from pathlib import Path
+
+from .files import write_atomic
+from .report import _ulp_text
+from .report import aggregate as report_aggregate
 
 SOURCE_LIMIT = 200  # divergences whose reproducer source is inlined; the rest are linked
 HIST_BINS = 66
@@ -97,14 +99,6 @@ def _num(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _ulp_text(u) -> str:
-    if u is None:
-        return "-"
-    if isinstance(u, int) and u < 10**6:
-        return f"{u:,}"
-    return f"{float(u):.3g}"
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
@@ -156,18 +150,12 @@ def _adapters(doc: dict) -> list[str]:
 
 
 def aggregate(doc: dict) -> dict:
-    """(adapter, variant) -> cases, conforming, worst ULP and verdict counts over APIs and dtypes."""
-    agg: dict = {}
-    for c in doc["cells"]:
-        a = agg.setdefault((c["adapter"], c["variant"]),
-                           {"cases": 0, "conforming": 0, "max_ulp": None, "verdicts": defaultdict(int)})
-        # the share is over the corpus and shared cases: the search steers towards large errors
-        a["cases"] += c["cases"] - c.get("searched", 0)
-        a["conforming"] += c["conforming"] - c.get("searched_conforming", 0)
-        if c.get("max_ulp") is not None:
-            a["max_ulp"] = c["max_ulp"] if a["max_ulp"] is None else max(a["max_ulp"], c["max_ulp"])
-        for v, n in c.get("verdicts", {}).items():
-            a["verdicts"][v] += n
+    """``report.aggregate``, its cases and conforming counted over the corpus and shared cases:
+    the search steers towards large errors, so its cases stay out of the share."""
+    agg = report_aggregate(doc)
+    for a in agg.values():
+        a["cases"] -= a["searched"]
+        a["conforming"] -= a["searched_conforming"]
     return agg
 
 
@@ -662,16 +650,4 @@ def write_html(doc: dict, out_dir) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "index.html"
-    text = render(doc)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make the page unreadable to others
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(path, render(doc))

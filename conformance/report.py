@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import platform
 import sys
-import tempfile
 from collections import defaultdict
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 
 from cases import Case, FORMATS
 from . import budgets
+from .files import write_atomic
 from .numbers import shortest
 from .verdict import MEANING, SEVERITY
 
@@ -136,20 +135,6 @@ def attach_repros(doc: dict, adapters_by_name: dict) -> dict[str, str]:
     return sources
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make a report unreadable to others
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write(doc: dict, out_dir, repros: dict[str, str] | None = None) -> tuple[Path, Path]:
     """Write ``report.json``, ``summary.md``, ``index.html`` and ``repro/<case_id>.py`` (from
     ``repros``, path -> source; reproducers of an earlier run in the folder are removed) into
@@ -163,15 +148,15 @@ def write(doc: dict, out_dir, repros: dict[str, str] | None = None) -> tuple[Pat
     if repros:
         (out / "repro").mkdir(exist_ok=True)
     for rel, src in sorted(repros.items()):
-        _write_atomic(out / rel, src)
+        write_atomic(out / rel, src)
     if (out / "repro").is_dir():
         for old in (out / "repro").glob("*.py"):
             if f"repro/{old.name}" not in repros:
                 old.unlink()
-    _write_atomic(json_path, json.dumps(doc, indent=1, sort_keys=False, allow_nan=False) + "\n")
-    _write_atomic(md_path, summary(doc))
+    write_atomic(json_path, json.dumps(doc, indent=1, sort_keys=False, allow_nan=False) + "\n")
+    write_atomic(md_path, summary(doc))
     page = {**doc, "divergences": [dict(d, repro_source=repros.get(d.get("repro") or "")) for d in doc["divergences"]]}
-    _write_atomic(out / "index.html", html.render(page))
+    write_atomic(out / "index.html", html.render(page))
     return json_path, md_path
 
 
@@ -188,22 +173,30 @@ def _verdict_counts(counts: dict) -> str:
     return ", ".join(f"{v} {n}" for v, n in sorted(bad, key=lambda vn: SEVERITY.index(vn[0])))
 
 
-def matrix(doc: dict) -> list[str]:
-    """Adapters x variants: % conforming, worst ULP, verdict counts (all APIs and dtypes)."""
-    variants = doc["run"]["variants"]
-    controls = {a["name"] for a in doc["environment"]["adapters"] if a.get("control")}
-    agg = defaultdict(lambda: {"cases": 0, "conforming": 0, "searched": 0, "searched_conforming": 0,
-                               "max_ulp": None, "verdicts": defaultdict(int)})
+def aggregate(doc: dict) -> dict:
+    """(adapter, variant) -> cases, conforming, searched, searched_conforming, worst ULP and
+    verdict counts, over every API and dtype (the matrix of summary.md and index.html)."""
+    agg: dict = {}
     for c in doc["cells"]:
-        a = agg[(c["adapter"], c["variant"])]
+        a = agg.setdefault((c["adapter"], c["variant"]),
+                           {"cases": 0, "conforming": 0, "searched": 0, "searched_conforming": 0,
+                            "max_ulp": None, "verdicts": defaultdict(int)})
         a["cases"] += c["cases"]
         a["conforming"] += c["conforming"]
         a["searched"] += c.get("searched", 0)
         a["searched_conforming"] += c.get("searched_conforming", 0)
-        if c["max_ulp"] is not None:
+        if c.get("max_ulp") is not None:
             a["max_ulp"] = c["max_ulp"] if a["max_ulp"] is None else max(a["max_ulp"], c["max_ulp"])
-        for v, n in c["verdicts"].items():
+        for v, n in c.get("verdicts", {}).items():
             a["verdicts"][v] += n
+    return agg
+
+
+def matrix(doc: dict) -> list[str]:
+    """Adapters x variants: % conforming, worst ULP, verdict counts (all APIs and dtypes)."""
+    variants = doc["run"]["variants"]
+    controls = {a["name"] for a in doc["environment"]["adapters"] if a.get("control")}
+    agg = aggregate(doc)
     lines = ["| adapter | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
     for name in doc["run"]["adapters"]:
         row = [f"{name} (control)" if name in controls else name]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field

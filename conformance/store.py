@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tempfile
 from pathlib import Path
 
 from cases import Case, CaseError
 from cases.model import JSONError, loads_json, one_line
+
+from .files import write_atomic
 
 DEFAULT_ROOT = ".xent"
 _ID = re.compile(r"[0-9a-f]{16}")
@@ -37,18 +38,7 @@ class CaseStore:
         path = self.dir / f"{case.case_id}.json"
         if path.exists():
             return path
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{path.name}.", suffix=".tmp")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(case.to_json(indent=1) + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return path
+        return write_atomic(path, case.to_json(indent=1) + "\n")
 
     def load(self, case_id: str) -> Case | None:
         path = self.dir / f"{case_id}.json"
