@@ -22,7 +22,7 @@ from .backends import BACKENDS, backend as _backend
 from .certify import DEFAULT_MAX_PREC
 from .problem import Invalid, build
 
-__all__ = ["BACKENDS", "DEFAULT_MAX_PREC", "OracleResult", "Quantity", "evaluate"]
+__all__ = ["BACKENDS", "DEFAULT_MAX_PREC", "OracleResult", "Quantity", "evaluate", "evaluate_slow"]
 
 
 @dataclass
@@ -59,9 +59,23 @@ def _quantity(slots, f, shape, digits) -> Quantity:
 
 
 def evaluate(case: Case, grads: bool = True, backend: str = "arb", max_prec: int = DEFAULT_MAX_PREC,
-             digits: int | None = None, contract: dict | None = None) -> OracleResult:
+             digits: int | None = None, contract: dict | None = None, fast: bool = True) -> OracleResult:
     """Certified value (and gradients) of ``case``; see the module docstring. Under a
-    ``contract`` (oracle/contracts.py) the value and gradients are the contract's."""
+    ``contract`` (oracle/contracts.py) the value and gradients are the contract's.
+
+    With ``fast`` (the default) the plain forms of sigmoid and softmax cross-entropy go through
+    the vectorised fast path (``oracle/fast.py``), which settles what its error bounds decide and
+    hands every other element to this function's slow path; the answer is the same."""
+    if fast and backend == "arb" and max_prec == DEFAULT_MAX_PREC and digits is None and not contract:
+        from . import fast as _fast
+        if _fast.eligible(case):
+            return _fast.evaluate(case, grads)
+    return evaluate_slow(case, grads, backend, max_prec, digits, contract)
+
+
+def evaluate_slow(case: Case, grads: bool = True, backend: str = "arb", max_prec: int = DEFAULT_MAX_PREC,
+                  digits: int | None = None, contract: dict | None = None) -> OracleResult:
+    """`evaluate` without the fast path: every element through precision escalation."""
     B = _backend(backend)
     if contract:
         contract = contracts.validate(contract)
