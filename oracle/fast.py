@@ -56,20 +56,10 @@ def round_check(hi, lo, err, f: FloatFormat, sign=0, nudged=None) -> tuple[np.nd
     neg = np.where(sign == 0, np.signbit(hi), sign < 0)
     a = np.abs(hi)
     lo_m = np.where(neg, -lo, lo)
-    if f.precision == 53:
-        R = a.copy()
-    else:
-        from conformance.ulp import to_format
-        with np.errstate(over="ignore", invalid="ignore"):
-            R = np.abs(to_format(a, f).astype(np.float64))
     exact_zero = (a == 0) & (lo == 0) & (err == 0)
-    finite = np.isfinite(R) & np.isfinite(a) & np.isfinite(err) & (R <= f.max_finite)
+    R, qu, qd = _nearest(a, f)
+    finite = np.isfinite(R) & np.isfinite(err) & (R <= f.max_finite)
     R = np.where(finite, R, 0.0)
-    _, e = np.frexp(R)
-    ex = np.where(R == 0, f.emin, np.maximum(e.astype(np.int64) - 1, f.emin))
-    qu = np.ldexp(1.0, (ex - f.precision + 1).astype(np.int32))
-    pow2 = (np.frexp(R)[0] == 0.5) & (R > f.min_normal)
-    qd = np.where(pow2, qu * 0.5, qu)
     with np.errstate(invalid="ignore", over="ignore"):
         D = np.where(finite, a - R, 0.0) + np.where(finite, lo_m, 0.0)
         bound = np.where(finite, err, 0.0) * _INFL + np.abs(D) * (4 * U) + (qu * 2.0 ** -50) + TINY
@@ -83,6 +73,33 @@ def round_check(hi, lo, err, f: FloatFormat, sign=0, nudged=None) -> tuple[np.nd
     val = np.where(neg, -R, R)
     val = np.where(exact_zero, 0.0, val)
     return val, ok
+
+
+def _nearest(a, f: FloatFormat):
+    """``(R, qu, qd)``: the value of ``f`` nearest the float64 ``a >= 0`` (ties to even), the
+    spacing above it and the spacing below it. ``q = 2**(max(e, emin) - p + 1)`` for ``a`` in
+    ``[2**e, 2**(e+1))``; ``a / q`` is exact, ``rint`` rounds it to nearest-even, ``* q`` is exact.
+    ``R`` may round up to ``2**(e+1)``, whose spacing above is ``2q``; at a power of two in the
+    normal range the spacing below is half the spacing above. Beyond the largest finite value,
+    ``R`` is inf."""
+    if f.precision == 53:
+        R = a
+        with np.errstate(over="ignore"):
+            qu = np.spacing(a)
+        m, e = np.frexp(a)
+        qd = np.where((m == 0.5) & (a > f.min_normal), qu * 0.5, qu)
+        return R, qu, qd
+    m, e = np.frexp(a)  # a = m 2**e, m in [0.5, 1)
+    ex = np.where(a == 0, f.emin, np.maximum(e - 1, f.emin))
+    q = np.ldexp(1.0, ex - (f.precision - 1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        R = np.rint(a / q) * q
+    top = R == np.ldexp(1.0, ex + 1)
+    bottom = (R == np.ldexp(1.0, ex)) & (ex > f.emin)
+    qu = np.where(top, 2.0 * q, q)
+    qd = np.where(top, q, np.where(bottom, 0.5 * q, q))
+    R = np.where(R > f.max_finite, np.inf, R)
+    return R, qu, qd
 
 
 def split_check(eh, el, sign, bound, f: FloatFormat) -> tuple[np.ndarray, np.ndarray]:
@@ -99,17 +116,8 @@ def split_check(eh, el, sign, bound, f: FloatFormat) -> tuple[np.ndarray, np.nda
     neg = np.signbit(eh)
     a = np.abs(eh)
     lo_m = np.where(neg, -el, el)
-    if f.precision == 53:
-        R = a
-    else:
-        from conformance.ulp import to_format
-        with np.errstate(over="ignore", invalid="ignore"):
-            R = np.abs(to_format(a, f).astype(np.float64))
-    R = np.where(np.isfinite(R) & (R <= f.max_finite), R, np.nan)
-    _, e = np.frexp(R)
-    ex = np.where(R == 0, f.emin, np.maximum(e.astype(np.int64) - 1, f.emin))
-    qu = np.ldexp(1.0, (ex - f.precision + 1).astype(np.int32))
-    qd = np.where((np.frexp(R)[0] == 0.5) & (R > f.min_normal), qu * 0.5, qu)
+    R, qu, qd = _nearest(a, f)
+    R = np.where(np.isfinite(R), R, np.nan)
     d, derr = two_sum_np(a - R, lo_m)
     tie = (derr == 0) & ((d == 0.5 * qu) | (d == -0.5 * qd)) & (eh != 0)
     small = np.minimum(qu, qd) * 0.25
@@ -123,14 +131,19 @@ def two_sum_np(a, b):
     return F.two_sum(a, b)
 
 
-def _retry_split(val, ok, split, f):
-    """Where `round_check` left a value undecided, try `split_check` on its exact part."""
+def _retry_split(val, ok, split, f, key=None):
+    """Where `round_check` left a value undecided, try `split_check` on its exact part.
+    ``split``: a tuple (exact hi, exact lo, sign, bound) of arrays, or a function of the
+    undecided indices returning a dict of such tuples, of which ``key`` is taken."""
     if ok.all():
         return val, ok
-    eh, el, sign, bound = (np.broadcast_to(v, ok.shape) for v in split)
-    todo = np.flatnonzero(~ok & np.isfinite(bound))
+    todo = np.flatnonzero(~ok)
+    parts = split(todo)[key] if callable(split) else tuple(np.broadcast_to(v, ok.shape)[todo] for v in split)
+    eh, el, sign, bound = (np.broadcast_to(v, todo.shape) for v in parts)
+    keep = np.isfinite(bound)
+    todo, eh, el, sign, bound = todo[keep], eh[keep], el[keep], sign[keep], bound[keep]
     if todo.size:
-        v2, ok2 = split_check(eh[todo], el[todo], sign[todo], bound[todo], f)
+        v2, ok2 = split_check(eh, el, sign, bound, f)
         val, ok = val.copy(), ok.copy()
         val[todo] = np.where(ok2, v2, val[todo])
         ok[todo] = ok2
@@ -165,16 +178,23 @@ def _sigmoid_f64(x, z):
     ed = E / D
     s = np.where(pos, inv, ed)
     sn = np.where(pos, ed, inv)
+    # for the sensitivities only: sigmoid(x) for x >= 0 lies in [1/2, 1], where doubles are
+    # spaced 2**-53: 1 - rint(2**53 sigmoid(-x)) 2**-53 is (but for near-ties) the correctly
+    # rounded double the slow path's float formulas start from; 1/(1+E) can be an ulp off
+    s_c = np.where(pos, 1.0 - np.rint(sn * 2.0 ** 53) * 2.0 ** -53, s)
     # g = s - z, written (1 - z) - sigmoid(-x) for x >= 0 so that z = 1 keeps full relative accuracy
     oh, ol = F.two_sum(1.0 - 0.0 * z, -z)
     g = np.where(pos, (oh - sn) + ol, s - z)
     g_err = np.where(pos, sn, s) * (2 * F.EXP_REL + 3 * U) + 2 * U * np.abs(g) + floor
-    # the same as exact part + perturbation of known sign (for ties, see split_check)
-    Ah, Al = F.two_sum(np.where(pos, x, 0.0), -zx)
-    splits = {"loss": (Ah, Al, 1, L * (1 + eps_L) + floor),
-              "grad": (np.where(pos, oh, -z), np.where(pos, ol, 0.0), np.where(pos, -1, 1),
-                       np.where(pos, sn, s) * (1 + 2 * F.EXP_REL + 3 * U) + floor)}
-    return loss, loss_err, g, g_err, s, sn, splits
+
+    def splits(i):
+        """Exact part + perturbation of known sign, at indices i (for ties, see split_check)."""
+        p = pos[i]
+        Ah, Al = F.two_sum(np.where(p, x[i], 0.0), -zx[i])
+        return {"loss": (Ah, Al, 1, L[i] * (1 + eps_L) + floor[i]),
+                "grad": (np.where(p, oh[i], -z[i]), np.where(p, ol[i], 0.0), np.where(p, -1, 1),
+                         np.where(p, sn[i], s[i]) * (1 + 2 * F.EXP_REL + 3 * U) + floor[i])}
+    return loss, loss_err, g, g_err, s_c, sn, splits
 
 
 def _sigmoid_dd(x, z):
@@ -208,10 +228,11 @@ def _sigmoid_dd(x, z):
     gh, gl = F.dd_add(bh, bl, ch, cl)
     g_err = np.abs(ch) * (2 * eps_E + 4 * F.DD_OP) + F.DD_OP * np.abs(gh) + floor
     # exact part + perturbation (see split_check); x - z x is not exact in double-word for x >= 0
-    big = np.full(a.shape, np.inf)
-    splits = {"loss": (np.where(pos, 0.0, -ph), np.where(pos, 0.0, -pl), 1,
-                       np.where(pos, big, np.abs(Lh) * (1 + eps_L) + floor)),
-              "grad": (bh, bl, np.where(pos, -1, 1), np.abs(ch) * (1 + 2 * eps_E + 4 * F.DD_OP) + floor)}
+    def splits(i):
+        p = pos[i]
+        return {"loss": (np.where(p, 0.0, -ph[i]), np.where(p, 0.0, -pl[i]), 1,
+                         np.where(p, np.inf, np.abs(Lh[i]) * (1 + eps_L) + floor[i])),
+                "grad": (bh[i], bl[i], np.where(p, -1, 1), np.abs(ch[i]) * (1 + 2 * eps_E + 4 * F.DD_OP) + floor[i])}
     return (lh, ll), loss_err, (gh, gl), g_err, sh, snh, splits
 
 
@@ -247,7 +268,7 @@ def _sigmoid_chunk(x, z, f: FloatFormat, grads: bool):
         lh, le, gh, ge, s, sn, splits = _sigmoid_f64(xs, z)
         ll = gl = 0.0
     val, ok = round_check(lh, ll, le, f, 1, nudged)  # the loss of a finite logit is > 0
-    val, ok = _retry_split(val, ok, splits["loss"], f)
+    val, ok = _retry_split(val, ok, splits, f, "loss")
     soft = (z != 0.0) & (z != 1.0)
     mag = np.abs(xs)
     dxf = s - z
@@ -262,15 +283,16 @@ def _sigmoid_chunk(x, z, f: FloatFormat, grads: bool):
             nz = nudged & ((gh != 0) | (gl != 0))  # the sign of a nonzero exact part wins
             gsign = np.where(nz, np.where(np.signbit(gh), -1, 1), gsign)
         gval, gok = round_check(gh, gl, ge, f, gsign, nudged)
-        gval, gok = _retry_split(gval, gok, splits["grad"], f)
+        gval, gok = _retry_split(gval, gok, splits, f, "grad")
         decided &= gok
         out["gx"] = gval
         out["gx_sens"] = mag * s * sn + np.where(soft, np.abs(z), 0.0)
         out["gz"] = -xs + 0.0  # exact; + 0.0 turns -0 into +0 like the slow path's exact zero
         out["gz_sens"] = mag
     # NaN logits: undefined everywhere, sensitivities 0
-    for k in out:
-        out[k] = np.where(nan, 0.0 if k.endswith("sens") else np.nan, out[k])
+    if nan.any():
+        for k in out:
+            out[k] = np.where(nan, 0.0 if k.endswith("sens") else np.nan, out[k])
     return out, decided | nan, nan
 
 
@@ -405,7 +427,7 @@ def _rows_chunk(X, labels, sparse: bool, f: FloatFormat, grads: bool):
     ph, pl = F.dd_div(eh, el, np.broadcast_to(Sh[:, None], X.shape), np.broadcast_to(Sl[:, None], X.shape))
     eps_p = eps_e + eps_T + 2 * F.DD_OP
     p_err = eps_p * np.abs(ph) + absfloor + dd_abs
-    pf = ph
+    pf = eh / Sh[:, None]  # the slow path's float estimate: float(e_c) / float(S)
     mags = np.abs(X)
     xbar = (mags * pf).sum(axis=1)
     spread = mags + xbar[:, None] - 2 * mags * pf
