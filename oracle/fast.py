@@ -50,6 +50,9 @@ def round_check(hi, lo, err, f: FloatFormat, sign=0, nudged=None) -> tuple[np.nd
     bound absorbs. The test is strict (a touched tie is undecided), and an interval that straddles
     zero is undecided (its ends round to zeros of different signs), as in the slow certifier.
     """
+    if f.name in ("float32", "float16") and np.ndim(lo) == 0 and lo == 0 and nudged is None:
+        return _round_check_native(np.asarray(hi, dtype=np.float64), np.asarray(err, dtype=np.float64), f,
+                                   np.asarray(sign))
     hi = np.asarray(hi, dtype=np.float64)
     lo = np.asarray(lo, dtype=np.float64)
     sign = np.asarray(sign)
@@ -73,6 +76,28 @@ def round_check(hi, lo, err, f: FloatFormat, sign=0, nudged=None) -> tuple[np.nd
     val = np.where(neg, -R, R)
     val = np.where(exact_zero, 0.0, val)
     return val, ok
+
+
+def _round_check_native(hi, err, f: FloatFormat, sign):
+    """`round_check` for a float64 approximation (no low part) into float32 or float16, with
+    numpy's own correctly rounded casts: ``R`` = the cast of ``|hi|``, the cell's edges the exact
+    float64 midpoints between ``R`` and its neighbours (``nextafter`` in the format)."""
+    nt = f.np_dtype.type
+    neg = np.signbit(hi) if sign.ndim == 0 and sign == 0 else np.where(sign == 0, np.signbit(hi), sign < 0)
+    a = np.abs(hi)
+    with np.errstate(over="ignore", invalid="ignore"):
+        r = a.astype(f.np_dtype)
+        R = r.astype(np.float64)
+        up = (R + np.nextafter(r, nt(np.inf)).astype(np.float64)) * 0.5
+        dn = (R + np.nextafter(r, nt(0)).astype(np.float64)) * 0.5
+        bound = err * _INFL + TINY
+        ok = (a + bound < up) & (R <= f.max_finite) & np.isfinite(bound)
+        if sign.ndim == 0 and sign == 0:
+            ok &= a - bound > dn
+        else:
+            ok &= (a - bound > dn) | ((R == 0) & (sign != 0))
+            ok &= (np.signbit(hi) == neg) | (hi == 0)
+    return np.where(neg, -R, R), ok
 
 
 def _nearest(a, f: FloatFormat):
@@ -154,7 +179,23 @@ def _retry_split(val, ok, split, f, key=None):
 # sigmoid cross-entropy on logits
 # ------------------------------------------------------------------------------------------------
 
-def _sigmoid_f64(x, z):
+def _sigmoid_f64_x(x):
+    """The part of `_sigmoid_f64` that depends on the logits only (shared between labels)."""
+    a = np.abs(x)
+    pos = ~np.signbit(x) | (x == 0)
+    E = F.exp_neg(-a)
+    L = F.log1p_unit(E)
+    D = 1.0 + E
+    inv = 1.0 / D
+    ed = E / D
+    floor = np.where(a > -F.EXP_MIN, F.EXP_FLOOR_ABS, 0.0)
+    s = np.where(pos, inv, ed)
+    sn = np.where(pos, ed, inv)
+    s_c = np.where(pos, 1.0 - np.rint(sn * 2.0 ** 53) * 2.0 ** -53, s)
+    return a, pos, L, floor, s, sn, s_c
+
+
+def _sigmoid_f64(x, z, xpart=None):
     """Float64 tier. Returns (loss, loss_err, g, g_err, s, sn) with s = sigmoid(x), sn = sigmoid(-x).
 
     ``loss = A + L``: ``A = (1-z) x`` for ``x >= 0`` (``x - z x``, ``z x`` exact for inputs of at
@@ -163,25 +204,15 @@ def _sigmoid_f64(x, z):
     ``g = sigmoid(x) - z``: ``1/(1+E)`` or ``E/(1+E)``, relative error ``<= 2 EXP_REL + 3u``; the
     difference rounds once. Where ``|x| > 700`` ``E`` is 0 and every bound gets ``2**-1009``.
     """
-    a = np.abs(x)
-    pos = ~np.signbit(x) | (x == 0)
-    E = F.exp_neg(-a)
-    L = F.log1p_unit(E)
+    a, pos, L, floor, s, sn, s_c = _sigmoid_f64_x(x) if xpart is None else xpart
     zx = z * x
     A = np.where(pos, x - zx, -zx)
     loss = A + L
     eps_L = F.LOG1P_REL + F.EXP_REL * (1 + F.EXP_REL)
-    floor = np.where(a > -F.EXP_MIN, F.EXP_FLOOR_ABS, 0.0)
     loss_err = np.where(pos, U * A, 0.0) + eps_L * L + U * loss + floor
-    D = 1.0 + E
-    inv = 1.0 / D
-    ed = E / D
-    s = np.where(pos, inv, ed)
-    sn = np.where(pos, ed, inv)
-    # for the sensitivities only: sigmoid(x) for x >= 0 lies in [1/2, 1], where doubles are
+    # s_c, for the sensitivities only: sigmoid(x) for x >= 0 lies in [1/2, 1], where doubles are
     # spaced 2**-53: 1 - rint(2**53 sigmoid(-x)) 2**-53 is (but for near-ties) the correctly
     # rounded double the slow path's float formulas start from; 1/(1+E) can be an ulp off
-    s_c = np.where(pos, 1.0 - np.rint(sn * 2.0 ** 53) * 2.0 ** -53, s)
     # g = s - z, written (1 - z) - sigmoid(-x) for x >= 0 so that z = 1 keeps full relative accuracy
     oh, ol = F.two_sum(1.0 - 0.0 * z, -z)
     g = np.where(pos, (oh - sn) + ol, s - z)
@@ -250,14 +281,21 @@ class FastResult:
     grad_undecided: dict = field(default_factory=dict)
 
 
-def _sigmoid_chunk(x, z, f: FloatFormat, grads: bool):
-    """Decided values for one chunk: (value, sens, gx, gx_sens, gz, gz_sens, decided, nan)."""
+def _sigmoid_prepare(x, f: FloatFormat):
+    """The label-independent part of a chunk: (nan, fin, xs, xpart or None)."""
     nan = np.isnan(x)
     fin = np.isfinite(x)
     dd = f.precision > 26
     if dd:
         fin &= np.abs(x) <= DD_MAX
     xs = np.where(fin, x, 0.0)
+    return nan, fin, xs, (None if dd else _sigmoid_f64_x(xs))
+
+
+def _sigmoid_chunk(x, z, f: FloatFormat, grads: bool, prepared=None):
+    """Decided values for one chunk: (value, sens, gx, gx_sens, gz, gz_sens, decided, nan)."""
+    nan, fin, xs, xpart = _sigmoid_prepare(x, f) if prepared is None else prepared
+    dd = f.precision > 26
     nudged = None
     if dd:
         (lh, ll), le, (gh, gl), ge, s, sn, splits = _sigmoid_dd(xs, z)
@@ -265,7 +303,7 @@ def _sigmoid_chunk(x, z, f: FloatFormat, grads: bool):
         # 1 - z or -z) plus a perturbation below 2**-1076 of known sign
         nudged = np.abs(xs) > 746.0
     else:
-        lh, le, gh, ge, s, sn, splits = _sigmoid_f64(xs, z)
+        lh, le, gh, ge, s, sn, splits = _sigmoid_f64(xs, z, xpart)
         ll = gl = 0.0
     val, ok = round_check(lh, ll, le, f, 1, nudged)  # the loss of a finite logit is > 0
     val, ok = _retry_split(val, ok, splits, f, "loss")
@@ -301,37 +339,54 @@ def elementwise(variant: str, dtype: str, logits, labels, options: dict | None =
     """Certified value and gradients of an elementwise variant over 1-d ``logits`` (values
     representable in ``dtype``) with ``labels`` (an array of the same length or a scalar): what
     ``oracle.evaluate`` gives for that case with ``reduction="none"``, as flat arrays."""
+    return elementwise_labels(variant, dtype, logits, [labels], options, grads)[0]
+
+
+def elementwise_labels(variant: str, dtype: str, logits, labels: list, options: dict | None = None,
+                       grads: bool = True) -> list[FastResult]:
+    """`elementwise` for several labels (each a scalar or an array) over the same logits; what
+    depends on the logits alone (exp, log1p, the sigmoid) is computed once for all of them."""
     f = fmt(dtype)
     x = np.asarray(logits).astype(f.np_dtype).reshape(-1)
-    z = np.broadcast_to(np.asarray(labels).astype(f.np_dtype), x.shape)
+    zs = [np.broadcast_to(np.asarray(z).astype(f.np_dtype), x.shape) for z in labels]
     opts = {k: v for k, v in (options or {}).items() if k != "reduction"}
-    fast = variant in ELEMENTWISE and not any(v for k, v in opts.items() if k == "label_smoothing")
-    fast = fast and not set(opts) - {"label_smoothing"}
-    z64 = z.astype(np.float64)
-    if not fast or not np.all((z64 >= 0) & (z64 <= 1)):
-        return _slow_elementwise(variant, dtype, x, z, opts, grads)
+    fast = variant in ELEMENTWISE and not set(opts) - {"label_smoothing"} and not opts.get("label_smoothing")
+    z64s = [z.astype(np.float64) for z in zs]
+    if not fast or not all(np.all((z >= 0) & (z <= 1)) for z in z64s):
+        return [_slow_elementwise(variant, dtype, x, z, opts, grads) for z in zs]
     x64 = x.astype(np.float64)
     n = x64.size
-    value = np.empty(n)
-    sens = np.empty(n)
-    decided = np.empty(n, dtype=bool)
-    undefined = np.zeros(n, dtype=bool)
-    gx, gxs, gz, gzs = (np.empty(n) for _ in range(4)) if grads else (None,) * 4
+    parts = []
+    for _ in zs:
+        d = {"value": np.empty(n), "sens": np.empty(n), "ok": np.empty(n, dtype=bool),
+             "nan": np.zeros(n, dtype=bool)}
+        if grads:
+            d.update({k: np.empty(n) for k in ("gx", "gx_sens", "gz", "gz_sens")})
+        parts.append(d)
     for lo in range(0, n, CHUNK):
         sl = slice(lo, min(n, lo + CHUNK))
         with np.errstate(all="ignore"):
-            out, ok, nan = _sigmoid_chunk(x64[sl], z64[sl], f, grads)
-        value[sl], sens[sl], decided[sl], undefined[sl] = out["value"], out["sens"], ok, nan
-        if grads:
-            gx[sl], gxs[sl], gz[sl], gzs[sl] = out["gx"], out["gx_sens"], out["gz"], out["gz_sens"]
+            prepared = _sigmoid_prepare(x64[sl], f)
+            for d, z64 in zip(parts, z64s):
+                out, ok, nan = _sigmoid_chunk(x64[sl], z64[sl], f, grads, prepared)
+                d["ok"][sl], d["nan"][sl] = ok, nan
+                for k, v in out.items():
+                    d[k][sl] = v
+    return [_finish_elementwise(variant, dtype, x, z, opts, grads, d) for z, d in zip(zs, parts)]
+
+
+def _finish_elementwise(variant, dtype, x, z, opts, grads, d) -> FastResult:
+    """A FastResult from the chunks' arrays, the undecided elements settled by the slow path."""
+    f = fmt(dtype)
+    n = x.size
     prec = np.full(n, 53 if f.precision <= 26 else 106, dtype=np.int64)
-    res = FastResult(value, undefined, sens, prec=prec, undecided=np.zeros(n, dtype=bool))
+    res = FastResult(d["value"], d["nan"], d["sens"], prec=prec, undecided=np.zeros(n, dtype=bool))
     if grads:
-        res.grads = {"logits": gx, "labels": gz}
-        res.grad_sens = {"logits": gxs, "labels": gzs}
+        res.grads = {"logits": d["gx"], "labels": d["gz"]}
+        res.grad_sens = {"logits": d["gx_sens"], "labels": d["gz_sens"]}
         res.grad_prec = {"logits": prec.copy(), "labels": prec.copy()}
         res.grad_undecided = {"logits": np.zeros(n, dtype=bool), "labels": np.zeros(n, dtype=bool)}
-    todo = np.flatnonzero(~decided)
+    todo = np.flatnonzero(~d["ok"])
     if todo.size:
         slow = _slow_elementwise(variant, dtype, x[todo], z[todo], opts, grads)
         res.value[todo], res.sens[todo], res.undefined[todo] = slow.value, slow.sens, slow.undefined
