@@ -8,6 +8,12 @@ Adapters that must run in a worker anyway (the Keras adapters, the ``crashy``, `
 
 ``names()`` is the default set of ``xent run``; the adapters in ``OPT_IN`` (the controls that
 crash, hang and leak) run only when named (``names(include_opt_in=True)`` lists them too).
+
+Third-party adapters (``adapters.discovery``) come after the built-in ones: those of the
+entry-point group ``xent.adapters`` (under the entry point's name; one named like a built-in
+adapter is ignored) and those this process or its parent named with `register` (``xent run
+--adapter MODULE:ATTRIBUTE``). ``get`` gives them `Guarded`, or `Broken` with the reason when
+they do not load.
 """
 from __future__ import annotations
 
@@ -41,8 +47,43 @@ OPT_IN: frozenset[str] = frozenset({"crashy", "hang", "leak"})
 
 
 def names(include_opt_in: bool = False) -> list[str]:
-    """The registered adapters, in order; without the `OPT_IN` ones unless ``include_opt_in``."""
-    return [n for n in ADAPTERS if include_opt_in or n not in OPT_IN]
+    """The registered adapters, in order; without the `OPT_IN` ones unless ``include_opt_in``; then
+    the third-party ones."""
+    return [n for n in ADAPTERS if include_opt_in or n not in OPT_IN] + list(third_party_targets())
+
+
+def third_party_targets() -> dict[str, str]:
+    """Third-party adapter name -> ``MODULE:ATTRIBUTE``: entry points, then those `register`ed."""
+    from . import discovery
+
+    found = {n: t for n, t in discovery.entry_points().items() if n not in ADAPTERS}
+    found.update({n: t for n, t in discovery.remembered().items() if n not in ADAPTERS})
+    return found
+
+
+def register(target: str, isolated: bool = False) -> Adapter:
+    """Load the third-party adapter ``target`` (``MODULE:ATTRIBUTE``) and make its name known to
+    `get` and `names`, here and in the processes this one starts. Never raises: a target that
+    gives no adapter, or one whose name is taken by another adapter, comes back `Broken`. As with
+    ``python -m``, modules in the current folder are importable (the ``xent`` script's own folder
+    is what Python puts on the path)."""
+    import os
+    import sys
+
+    from . import discovery
+
+    if not ({"", ".", os.getcwd()} & set(sys.path)):
+        sys.path.insert(0, os.getcwd())
+    adapter = discovery.load(target, isolated=isolated)
+    if isinstance(adapter, discovery.Broken):
+        return adapter
+    taken = ADAPTERS.get(adapter.name) or third_party_targets().get(adapter.name)
+    if taken is not None and taken != target:
+        adapter.close()
+        return discovery.Broken(target, f"{target}: its name {adapter.name!r} is already that of the adapter "
+                                        f"{taken}", target)
+    discovery.remember(adapter.name, target)
+    return adapter
 
 
 class Unavailable(Adapter):
@@ -69,7 +110,12 @@ def get(name: str, isolated: bool = False) -> Adapter:
     try:
         target = ADAPTERS[name]
     except KeyError:
-        raise ValueError(f"unknown adapter {name!r}; known adapters: {', '.join(ADAPTERS)}") from None
+        others = third_party_targets()
+        if name in others:
+            from . import discovery
+
+            return discovery.load(others[name], name=name, isolated=isolated)
+        raise ValueError(f"unknown adapter {name!r}; known adapters: {', '.join([*ADAPTERS, *others])}") from None
     module, cls_name = target.split(":")
     try:
         mod = importlib.import_module(module)
@@ -85,4 +131,4 @@ def get(name: str, isolated: bool = False) -> Adapter:
 
 
 __all__ = ["ADAPTERS", "OPT_IN", "Adapter", "AdapterCrashed", "AdapterTimeout", "Contract", "Output", "get",
-           "names"]
+           "names", "register", "third_party_targets"]

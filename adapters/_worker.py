@@ -9,8 +9,9 @@ Some frameworks must live in a process of their own anyway: Keras fixes its back
 imported (the Keras adapters are `WorkerAdapter`s); `IsolatedAdapter` serves any registered
 adapter the same way (``adapters.get(name, isolated=True)``, what ``xent run`` uses).
 
-``python -m adapters._worker MODULE:CLASS`` imports the adapter class once, in the environment its
-parent chose, and answers one JSON request per line on stdin with one JSON response per line on
+``python -m adapters._worker MODULE:CLASS`` imports the adapter class once (or a third party's
+``MODULE:ATTRIBUTE``, an adapter instance or class, as ``adapters.discovery`` loads it), in the environment
+its parent chose, and answers one JSON request per line on stdin with one JSON response per line on
 stdout; the framework is imported once per worker, not per case:
 
     {"op": "available"}                                -> {"result": [ok, detail]}
@@ -247,8 +248,11 @@ def serve(target: str) -> None:
     _limit_memory()
     _exit_with_parent()
     try:
-        module, cls = target.split(":")
-        adapter, failure = getattr(importlib.import_module(module), cls)(), None
+        module, attr = target.split(":")
+        adapter = importlib.import_module(module)
+        for part in attr.split("."):  # a third party's attribute may be dotted (adapters.discovery)
+            adapter = getattr(adapter, part)
+        adapter, failure = adapter() if isinstance(adapter, type) else adapter, None  # a class, or an instance
     except Exception as e:  # answered to every request, so the parent can say why
         adapter, failure = None, _error(e)
     reserve = bytearray(1 << 22)  # freed to answer a MemoryError when no memory is left

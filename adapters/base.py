@@ -85,6 +85,11 @@ class Adapter:
     #: True when every new shape costs a compilation (JAX eager, XLA): the run gives such an
     #: adapter a quarter of the targeted-search and shrink budgets.
     slow: bool = False
+    #: The variants and dtypes this adapter can express at all; empty: any (``apis`` decides per
+    #: case). A declaration only narrows what a run asks for by default (``xent run --adapter``,
+    #: ``xent.audit``): the oracle then spends no time on cases the adapter could not take.
+    variants: tuple[str, ...] = ()
+    dtypes: tuple[str, ...] = ()
 
     def available(self) -> tuple[bool, str]:
         """(True, version) when usable, else (False, the reason)."""

@@ -18,11 +18,13 @@ import numpy as np
 from cases import DTYPES, FORMATS, VARIANTS, Case, CaseError
 from cases.model import MAX_NDIM, one_line
 from cases.variants import INT
+from . import options as audit_options
 from .numbers import exact_decimal, hex_of, parse_float, shortest
 
-DEFAULT_EXAMPLES = 8  # shared generated cases per variant and dtype (every adapter answers them)
-DEFAULT_SEARCH = 8  # targeted-search cases per cell (adapter, API, variant, dtype)
-DEFAULT_SHRINK = 24  # adapter calls to shrink each distinct divergence
+_FAST = audit_options.PROFILES[audit_options.DEFAULT_PROFILE]  # the budgets' single definition
+DEFAULT_EXAMPLES = _FAST.examples  # shared generated cases per variant and dtype (every adapter answers them)
+DEFAULT_SEARCH = _FAST.search  # targeted-search cases per cell (adapter, API, variant, dtype)
+DEFAULT_SHRINK = _FAST.shrink  # adapter calls to shrink each distinct divergence
 DEFAULT_OUT = "reports/latest"
 
 
@@ -79,6 +81,25 @@ def _writable(kind: str) -> callable:
     return parse
 
 
+def _shard(text: str) -> str:
+    from .shards import parse_shard
+
+    try:
+        parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text.strip()
+
+
+def _target(text: str) -> str:
+    from adapters.discovery import check_target
+
+    try:
+        return check_target(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _count(text: str) -> int:
     try:
         n = int(text)
@@ -93,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     import adapters
 
     p = _Parser(prog="xent", description="Cross-entropy conformance suite and certified oracle.")
-    sub = p.add_subparsers(dest="command", metavar="{list,oracle,run,replay,baseline,diff}")
+    sub = p.add_subparsers(dest="command", metavar="{list,oracle,run,replay,baseline,diff,merge,sweep}")
     sub.add_parser("list", help="adapters, variants and dtypes")
 
     o = sub.add_parser("oracle", help="the certified value of one case")
@@ -110,15 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="every adapter against the oracle; writes report.json and summary.md")
     r.add_argument("--adapters", type=_csv("adapter", adapters.names(include_opt_in=True)), help="default: every available one")
-    r.add_argument("--variants", type=_csv("variant", list(VARIANTS)), default=list(VARIANTS))
-    r.add_argument("--dtypes", type=_csv("dtype", list(DTYPES)), default=list(DTYPES))
-    r.add_argument("--examples", type=_count, default=DEFAULT_EXAMPLES,
-                   help=f"shared generated cases per variant and dtype (default {DEFAULT_EXAMPLES})")
-    r.add_argument("--search", type=_count, default=DEFAULT_SEARCH,
-                   help=f"targeted-search cases per cell (default {DEFAULT_SEARCH}; 0: no search)")
-    r.add_argument("--shrink", type=_count, default=DEFAULT_SHRINK,
-                   help=f"adapter calls to shrink each divergence (default {DEFAULT_SHRINK}; 0: no shrinking)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--adapter", action="append", default=[], type=_target, metavar="MODULE:ATTRIBUTE",
+                   help="also run this third-party adapter (an Adapter instance or class; repeatable); alone, "
+                        "without --adapters, only these run")
+    r.add_argument("--variants", type=_csv("variant", list(VARIANTS)),
+                   help="default: all (those the --adapter adapters declare, when they are all that run)")
+    r.add_argument("--dtypes", type=_csv("dtype", list(DTYPES)),
+                   help="default: all (those the --adapter adapters declare, when they are all that run)")
+    audit_options.add_arguments(r)  # --profile, --examples, --search, --shrink, --seed: shared with pytest
     r.add_argument("--out", default=DEFAULT_OUT, type=_writable("folder"),
                    help=f"report folder (default {DEFAULT_OUT})")
     r.add_argument("--db", default=".xent", type=_writable("folder"),
@@ -137,10 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress display")
     r.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # progress as lines even on a tty
     r.add_argument("--no-repro", action="store_true", help=argparse.SUPPRESS)  # a --jobs part: the parent writes them
+    r.add_argument("--shard", metavar="K/N", type=_shard,
+                   help="run only shard K of N (1-based) of the run's (adapter, variant) units; join the "
+                        "shards' reports with xent merge")
+    r.add_argument("--scheduler", metavar="ADDRESS",
+                   help="distribute the run over the workers of this Dask scheduler (tcp://host:port); "
+                        "needs dask[distributed]")
+    r.add_argument("--units", help=argparse.SUPPRESS)  # a --jobs part of a shard: ADAPTER:VARIANT,...
 
     rp = sub.add_parser("replay", help="one case (a case id or a case file) on every adapter, as a table")
     rp.add_argument("case", metavar="CASE_ID|FILE")
     rp.add_argument("--adapters", type=_csv("adapter", adapters.names(include_opt_in=True)), help="default: every available one")
+    rp.add_argument("--adapter", action="append", default=[], type=_target, metavar="MODULE:ATTRIBUTE",
+                    help="also this third-party adapter (repeatable); alone, without --adapters, only these")
     rp.add_argument("--db", default=".xent", help="case store to look in (default .xent)")
     rp.add_argument("--reports", default="reports", help="folder of reports to look in (default reports)")
     rp.add_argument("--json", action="store_true", help="print JSON")
@@ -151,9 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="reports/baseline.json", type=_writable("file"),
                    help="the baseline file (default reports/baseline.json); reasons already written in it are kept")
 
+    mg = sub.add_parser("merge", help="join the reports of xent run --shard K/N into the report of the whole run")
+    mg.add_argument("shards", nargs="+", metavar="SHARD_DIR", help="the shards' report folders, every K of N once")
+    mg.add_argument("--out", default=DEFAULT_OUT, type=_writable("folder"),
+                    help=f"report folder of the merged run (default {DEFAULT_OUT})")
+    mg.add_argument("--baseline", metavar="FILE",
+                    help="CI gate: exit 1 on any divergence not listed in FILE (see xent baseline)")
+
     d = sub.add_parser("diff", help="what appeared, was fixed, got worse or better between two reports")
     d.add_argument("old", metavar="OLD.json")
     d.add_argument("new", metavar="NEW.json")
+
+    from . import sweep as _sweep  # xent sweep: its options live in conformance/sweep.py
+    _sweep.add_parser(sub)
     return p
 
 
@@ -181,19 +220,28 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's import chatter; logging only
     try:
+        _check_third_party_environment()
         args = build_parser().parse_args(argv)
         if args.command is None:
-            raise UsageError("a command is required: list, oracle, run, replay, baseline or diff (see xent --help)")
+            raise UsageError("a command is required: list, oracle, run, replay, baseline, diff, merge or sweep (see xent --help)")
         if args.command in ("list", "run", "replay"):  # the commands that may start adapter workers
             _check_environment()
+        if args.command == "run":
+            audit_options.resolve_namespace(args)  # the profile's budgets, where not given
         return {"list": cmd_list, "oracle": cmd_oracle, "run": cmd_run, "replay": cmd_replay,
-                "baseline": cmd_baseline, "diff": cmd_diff}[args.command](args, argv)
+                "baseline": cmd_baseline, "diff": cmd_diff, "merge": cmd_merge, "sweep": _cmd_sweep}[args.command](args, argv)
     except UsageError as e:
         print(f"xent: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `xent list | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _cmd_sweep(args, argv) -> int:
+    from . import sweep
+
+    return sweep.cmd_sweep(args, argv)
 
 
 # -- list ----------------------------------------------------------------------------------------
@@ -207,6 +255,7 @@ def cmd_list(args, argv) -> int:
         ok, detail = a.available()
         state = f"available {detail}".rstrip() if ok else f"unavailable: {detail}"
         opt_in = " [opt-in: only with --adapters]" if name in adapters.OPT_IN else ""
+        opt_in += f" [third-party: {a.target}]" if getattr(a, "target", None) else ""
         print(f"  {name:<16} {'[control] ' if a.control else ''}{state}{opt_in} — {a.description}")
     print("variants:")
     for v in VARIANTS.values():
@@ -403,6 +452,66 @@ def cmd_oracle(args, argv) -> int:
     return 0
 
 
+# -- third-party adapters --------------------------------------------------------------------------
+
+def _third_party(args) -> list:
+    """The broken third-party adapters of a run, as (adapter, named on the command line). Each
+    adapter ``--adapter`` names is loaded and registered (so the processes the run starts find it by
+    its name) and joins ``--adapters``; alone, without ``--adapters``, only these run. The broken
+    entry points are looked for when the default set runs. Unset ``--variants`` and ``--dtypes``
+    become what the ``--adapter`` adapters declare when they are all that run, else all."""
+    import adapters
+    from adapters.discovery import Broken
+
+    requested = [adapters.register(t) for t in (getattr(args, "adapter", None) or [])]
+    extra = [a for a in requested if not isinstance(a, Broken)]
+    broken = [(a, True) for a in requested if isinstance(a, Broken)]
+    alone = args.adapters is None and bool(requested)
+    if requested:
+        named = [a.name for a in extra]
+        args.adapters = [n for n in args.adapters or [] if n not in named] + named
+    elif args.adapters is None:
+        for name in adapters.third_party_targets():
+            a = adapters.get(name)
+            if isinstance(a, Broken):
+                broken.append((a, False))
+    for field, everything in (("variants", list(VARIANTS)), ("dtypes", list(DTYPES))):
+        if getattr(args, field) is None:
+            declared = [getattr(a, field, ()) for a in extra] if alone and extra else [()]
+            union = {x for d in declared for x in d}
+            setattr(args, field, [x for x in everything if x in union] if all(declared) else everything)
+    return broken
+
+
+def _check_third_party_environment() -> None:
+    """``XENT_ADAPTERS`` (third-party adapters a parent run named), read when the parser lists the
+    adapters: a malformed value is one line and exit status 2."""
+    from adapters import discovery
+
+    try:
+        discovery.remembered()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _report_broken(doc: dict, broken: list) -> list[str]:
+    """List the broken third-party adapters in the report as unavailable (with the reason); the
+    errors for those the command line named (a broken entry point is a warning, like a framework
+    that is not installed)."""
+    listed = {a["name"] for a in doc["environment"]["adapters"]}
+    errors = []
+    for a, requested in broken:
+        reason = a.available()[1]
+        if a.name not in listed:
+            doc["environment"]["adapters"].append({"name": a.name, "description": a.description, "control": False,
+                                                   "available": False, "reason": reason})
+        if requested:
+            errors.append(f"adapter {a.name} could not be loaded: {reason}")
+        elif a.name not in listed:
+            print(f"xent: warning: adapter {a.name} unavailable: {reason}", file=sys.stderr)
+    return errors
+
+
 # -- run -----------------------------------------------------------------------------------------
 
 def _load_report(path: str) -> dict:
@@ -415,6 +524,7 @@ def _load_report(path: str) -> dict:
 
 
 _RUN_PARAMS = ("adapters", "variants", "dtypes", "examples", "search", "shrink", "seed", "db", "jobs", "in_process")
+_RUN_PARAMS_OPTIONAL = ("shard", "units", "scheduler", "adapter")  # absent from the run.json of older runs
 
 
 def cmd_run(args, argv) -> int:
@@ -443,6 +553,8 @@ def cmd_run(args, argv) -> int:
                 raise UsageError(f"--resume {out}: that run finished; its report is {out / 'report.json'}")
             for k in _RUN_PARAMS:
                 setattr(args, k, saved["params"][k])
+            for k in _RUN_PARAMS_OPTIONAL:
+                setattr(args, k, saved["params"].get(k))
             argv = saved["argv"]
         else:
             if (out / JOURNAL).exists() and not args.restart:
@@ -450,7 +562,8 @@ def cmd_run(args, argv) -> int:
                                  f"or start over with --restart")
             params_path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(params_path, json.dumps(
-                {"params": {k: getattr(args, k) for k in _RUN_PARAMS}, "argv": argv, "finished": False}, indent=1))
+                {"params": {k: getattr(args, k) for k in _RUN_PARAMS + _RUN_PARAMS_OPTIONAL}, "argv": argv,
+                 "finished": False}, indent=1))
         args.out = str(out)
         code = _run(args, argv)
         saved = json.loads(params_path.read_text(encoding="utf-8"))
@@ -476,12 +589,19 @@ def _run(args, argv) -> int:
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so --jobs children are stopped too
+    from . import shards
+
+    broken = _third_party(args)  # --adapter MODULE:ATTRIBUTE joins --adapters; broken ones; --variants/--dtypes
     names = args.adapters
-    parallel_run = args.jobs > 1 and (names is None or len(names) > 1)
+    try:
+        units = None if args.units is None else shards.parse_units(args.units)  # a --jobs part of a shard
+    except ValueError as e:
+        raise UsageError(f"--units: {e}") from None
+    parallel_run = args.jobs > 1 and (names is None or len(names) > 1) and not args.scheduler
     def get(name):  # every adapter evaluates in a worker process of its own (crash, hang, memory)
         return adapters.get(name, isolated=not args.in_process)
 
-    if names is None and not parallel_run:
+    if names is None and not parallel_run and not (args.shard or args.scheduler):
         # every installed adapter; instances are passed on, so workers start once
         names = [a for a in map(get, adapters.names()) if a.available()[0]]
     elif names is None:
@@ -489,12 +609,29 @@ def _run(args, argv) -> int:
         # the worker processes twice); the report lists the unavailable ones
         names = [a for a in map(get, adapters.names()) if not isinstance(a, adapters.Unavailable)]
     instances = [get(a) if isinstance(a, str) else a for a in names]
+    planned = [a.name for a in instances]
+    if args.shard:  # the shard's units, from the adapter list alone (shards.py: the shard rule)
+        units = shards.shard(instances, args.variants, *shards.parse_shard(args.shard))
+    if units is not None:
+        instances = [a for a in instances if any(u[0] == a.name for u in units)]
+        parallel_run = parallel_run and len(instances) > 1
     errors: list[str] = []
-    if parallel_run:
+    journal, repros = None, None
+    if args.scheduler:
+        from .distribute import DistributeError, TaskError
+
+        try:
+            doc, repros = shards.run_distributed(instances, units, args, argv, progress=not args.quiet)
+        except TaskError as e:
+            print(f"xent: error: {e}", file=sys.stderr)
+            return 1
+        except DistributeError as e:
+            raise UsageError(str(e)) from None
+    elif parallel_run:
         from . import parallel
 
         try:
-            doc, errors = parallel.run(instances, args, argv, progress=not args.quiet)
+            doc, errors = parallel.run(instances, args, argv, progress=not args.quiet, units=units)
         except RuntimeError as e:
             print(f"xent: error: {e}", file=sys.stderr)
             return 1
@@ -503,16 +640,20 @@ def _run(args, argv) -> int:
         journal = Journal(args.out, resume=bool(args.resume))
         result = runner.run(instances, args.variants, args.dtypes, args.examples, args.seed,
                             progress=stream, search=args.search, shrink=args.shrink, store=CaseStore(args.db),
-                            journal=journal)
+                            journal=journal, units=None if units is None else set(units))
         if journal.replayed:
             print(f"resumed: {journal.replayed} answers read back from the journal", file=sys.stderr)
         doc = report.build(result, argv)
     for a in doc["environment"]["adapters"]:
         if not a["available"]:
             print(f"xent: warning: adapter {a['name']} unavailable: {a['reason']}", file=sys.stderr)
-    repros = {} if args.no_repro else report.attach_repros(doc, {a.name: a for a in instances})
+    errors = errors + _report_broken(doc, broken)
+    if args.shard:
+        doc["run"]["shard"] = shards.shard_info(*shards.parse_shard(args.shard), planned, units)
+    if repros is None:
+        repros = {} if args.no_repro else report.attach_repros(doc, {a.name: a for a in instances})
     json_path, md_path = report.write(doc, args.out, repros)
-    if not parallel_run:
+    if journal is not None:
         journal.close(remove=True)  # the report holds it all now
     run = doc["run"]
     print(f"{run['answers']} answers from {len(run['adapters'])} adapter(s) in {run['duration_s']:.1f} s"
@@ -563,6 +704,55 @@ class _Lines:
         return False
 
 
+# -- merge -----------------------------------------------------------------------------------------
+
+def cmd_merge(args, argv) -> int:
+    """``xent merge``: the reports of ``xent run --shard K/N`` joined into the whole run's report."""
+    from . import gate, report
+    from .journal import FolderLock, InUse
+    from .shards import ShardError, merge_shards
+
+    baseline = None
+    if args.baseline is not None:
+        try:
+            baseline = gate.load_baseline(args.baseline)
+        except gate.BaselineError as e:
+            raise UsageError(str(e)) from None
+    out = Path(args.out)
+    if any(Path(f).resolve() == out.resolve() for f in args.shards):
+        raise UsageError(f"--out {args.out} is one of the shard folders; merge into another folder")
+    try:
+        doc, repros = merge_shards(args.shards, argv)
+    except ShardError as e:
+        raise UsageError(str(e)) from None
+    try:
+        lock = FolderLock(out).acquire()
+    except InUse as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot write the report folder {out}: {e.strerror or e}") from None
+    try:
+        json_path, md_path = report.write(doc, out, repros)
+    finally:
+        lock.release()
+    run = doc["run"]
+    print(f"{len(args.shards)} shards merged: {run['answers']} answers from {len(run['adapters'])} adapter(s); "
+          f"{run['divergent_answers']} divergent, in {len(doc['divergences'])} distinct divergences\n"
+          f"report: {json_path}\nsummary: {md_path}\npage: {json_path.parent / 'index.html'}\n"
+          f"reproducers: {len(repros)} in {json_path.parent / 'repro'}")
+    status = 0
+    if doc["oracle_errors"]:
+        print(f"xent: error: the oracle raised on {len(doc['oracle_errors'])} case(s); they are listed in "
+              f"the report", file=sys.stderr)
+        status = 1
+    if baseline is not None:
+        g = gate.check(doc, baseline)
+        print(gate.format_gate(g), file=sys.stdout if g.ok else sys.stderr)
+        if not g.ok:
+            status = 1
+    return status
+
+
 # -- replay ----------------------------------------------------------------------------------------
 
 def cmd_replay(args, argv) -> int:
@@ -576,7 +766,8 @@ def cmd_replay(args, argv) -> int:
         case = find(args.case, CaseStore(args.db), args.reports)
     except (NotFound, CaseError) as e:
         raise UsageError(str(e)) from None
-    names = args.adapters or adapters.names()
+    extra = [adapters.register(t, isolated=True) for t in args.adapter]
+    names = args.adapters or ([] if extra else adapters.names())
     truths: dict = {}
     try:
         truth = runner._truth(case, truths)
@@ -584,8 +775,8 @@ def cmd_replay(args, argv) -> int:
         print(f"xent: error: the oracle raised {e.__cause__!r} on case {case.case_id}", file=sys.stderr)
         return 1
     rows = []
-    for name in names:
-        a = adapters.get(name, isolated=True)
+    for a in [*(adapters.get(n, isolated=True) for n in names), *extra]:
+        name = a.name
         ok, detail = a.available()
         if not ok:
             rows.append({"adapter": name, "api": "-", "verdict": "unavailable", "detail": detail})

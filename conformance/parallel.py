@@ -60,8 +60,11 @@ def _state(folder: Path) -> str:
     return "finished" if saved.get("finished") is True else "unfinished"
 
 
-def run(adapters: list, args, argv: list[str], progress=True) -> tuple[dict, list[str]]:
-    """(the merged report document, errors): ``args`` is the parsed ``xent run`` namespace."""
+def run(adapters: list, args, argv: list[str], progress=True, units=None) -> tuple[dict, list[str]]:
+    """(the merged report document, errors): ``args`` is the parsed ``xent run`` namespace;
+    ``units``: None, or the (adapter, variant) pairs to run (a shard): each job gets its adapters'."""
+    from .shards import format_units
+
     groups = partition(adapters, args.jobs)
     sink = sys.stderr if progress else None
     t0 = time.perf_counter()
@@ -79,6 +82,8 @@ def run(adapters: list, args, argv: list[str], progress=True) -> tuple[dict, lis
                "--adapters", names, "--variants", ",".join(args.variants),
                "--dtypes", ",".join(args.dtypes), "--examples", str(args.examples), "--search", str(args.search),
                "--shrink", str(args.shrink), "--seed", str(args.seed), *where, "--db", args.db, "--no-repro",
+               *(["--units", format_units([u for u in units if u[0] in {a.name for a in group}])]
+                 if units is not None else []),
                *(["--in-process"] if args.in_process else [])]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -118,13 +123,20 @@ def run(adapters: list, args, argv: list[str], progress=True) -> tuple[dict, lis
 
 
 def merge(docs: list[dict], order: list[str], argv: list[str]) -> dict:
-    """One report from the reports of disjoint adapter sets over the same variants and dtypes."""
+    """One report from the reports of disjoint units (adapters, or (adapter, variant) pairs: jobs,
+    shards, chunks of a distributed run) of one run: the report that run would have written in
+    one process, wall-clock fields aside (``conformance.shards.VOLATILE``). An adapter several
+    parts ran is listed once; each oracle entry counts its variant and dtype's shared cases once
+    (every part over that variant and dtype judged the same ones: its ``shared`` counters)."""
     rank = {name: i for i, name in enumerate(order)}
     first = docs[0]
     merged = json.loads(json.dumps(first))
     merged["run"]["argv"] = list(argv)
-    merged["environment"]["adapters"] = sorted((a for d in docs for a in d["environment"]["adapters"]),
-                                               key=lambda a: rank.get(a["name"], len(rank)))
+    infos = {}
+    for d in docs:
+        for a in d["environment"]["adapters"]:
+            infos.setdefault(a["name"], a)
+    merged["environment"]["adapters"] = sorted(infos.values(), key=lambda a: rank.get(a["name"], len(rank)))
     merged["run"]["adapters"] = sorted({n for d in docs for n in d["run"]["adapters"]},
                                        key=lambda n: rank.get(n, len(rank)))
     for key in ("answers", "divergent_answers"):
@@ -134,14 +146,19 @@ def merge(docs: list[dict], order: list[str], argv: list[str]) -> dict:
         for o in d["oracle"]:
             k = (o["variant"], o["dtype"])
             if k not in by_pair:
-                by_pair[k] = dict(o)
+                by_pair[k] = json.loads(json.dumps(o))
                 continue
             m = by_pair[k]
+            shared = o.get("shared") if "shared" in m else None  # reports before it: summed
             for f in ("cases", "ok", "invalid", "undecided"):
-                m[f] += o[f]
+                m[f] += o[f] - (shared[f] if shared else 0)
+            if shared is None:
+                m.pop("shared", None)
             m["seconds"] = round(m["seconds"] + o["seconds"], 3)
             m["max_prec"] = max(m["max_prec"], o["max_prec"])
-    merged["oracle"] = [by_pair[k] for k in sorted(by_pair, key=list(by_pair).index)]
+    vi = {v: i for i, v in enumerate(merged["run"]["variants"])}
+    di = {t: i for i, t in enumerate(merged["run"]["dtypes"])}
+    merged["oracle"] = [by_pair[k] for k in sorted(by_pair, key=lambda k: (vi.get(k[0], len(vi)), di.get(k[1], len(di))))]
     for key in ("cells", "not_applicable", "divergences"):
         merged[key] = [x for d in docs for x in d[key]]
     seen, errors = set(), []

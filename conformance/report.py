@@ -49,7 +49,7 @@ def environment(adapter_info: list[dict]) -> dict:
 def canonical_order(doc: dict) -> dict:
     """Cells, divergences and not-applicable counts in one order whatever produced them (one
     process or merged jobs): variant, dtype, adapter as the run lists them, then API, verdict
-    severity and regime."""
+    severity and regime; oracle errors by variant, dtype and case id."""
     run = doc["run"]
     vi = {v: i for i, v in enumerate(run["variants"])}
     di = {d: i for i, d in enumerate(run["dtypes"])}
@@ -62,6 +62,8 @@ def canonical_order(doc: dict) -> dict:
 
     for k in ("cells", "divergences", "not_applicable"):
         doc[k] = sorted(doc[k], key=key)
+    doc["oracle_errors"] = sorted(doc.get("oracle_errors", []), key=lambda e: (
+        vi.get(e["variant"], len(vi)), di.get(e["dtype"], len(di)), e["case_id"]))
     return doc
 
 
@@ -107,32 +109,47 @@ def attach_repros(doc: dict, adapters_by_name: dict) -> dict[str, str]:
     """Write each divergence's reproducer source (of its shrunk case when it has one) into a dict
     ``relative path -> source`` and set the divergences' ``repro`` fields; adapters without a
     snippet for the API get ``repro: null``."""
+    return place_repros(doc, repro_sources(doc, adapters_by_name))
+
+
+def repro_sources(doc: dict, adapters_by_name: dict) -> list[str | None]:
+    """The reproducer source of each divergence (None: no snippet for its API); a snippet that
+    raises is noted in the divergence's message instead."""
     from . import repro
 
     versions = {a["name"]: a.get("version", "") for a in doc["environment"]["adapters"]}
-    sources: dict[str, str] = {}
+    sources: list[str | None] = []
     for d in doc["divergences"]:
         a = adapters_by_name.get(d["adapter"])
         src = None
         if a is not None:
-            m = minimal(d)
             try:
-                src = repro.for_divergence(m, a, explanation=d["explanation"],
+                src = repro.for_divergence(minimal(d), a, explanation=d["explanation"],
                                            versions=f"{d['adapter']} {versions.get(d['adapter'], '')}".strip())
             except Exception as e:  # a snippet bug must not lose the run's report
                 src = None
                 d["message"] = (d["message"] + f" [no reproducer: {type(e).__name__}: {e}]").strip()
-        if src is not None:
-            path = f"repro/{m['case_id']}.py"  # a case several cells diverge on: -2, -3, ... after it
-            k = 1
-            while path in sources:
-                k += 1
-                path = f"repro/{m['case_id']}-{k}.py"
-            sources[path] = src
-            d["repro"] = path
-        else:
-            d["repro"] = None
+        sources.append(src)
     return sources
+
+
+def place_repros(doc: dict, sources: list[str | None]) -> dict[str, str]:
+    """Paths for the divergences' reproducer sources (one per divergence, in the document's order):
+    ``repro/<case_id>.py`` of the case it shows, ``-2``, ``-3``, ... for a case several cells
+    diverge on. Sets each divergence's ``repro``; returns ``relative path -> source``."""
+    placed: dict[str, str] = {}
+    for d, src in zip(doc["divergences"], sources, strict=True):
+        if src is None:
+            d["repro"] = None
+            continue
+        case_id = minimal(d)["case_id"]
+        path, k = f"repro/{case_id}.py", 1
+        while path in placed:
+            k += 1
+            path = f"repro/{case_id}-{k}.py"
+        placed[path] = src
+        d["repro"] = path
+    return placed
 
 
 def write(doc: dict, out_dir, repros: dict[str, str] | None = None) -> tuple[Path, Path]:

@@ -197,7 +197,7 @@ class _Bounded(dict):
 
 
 def run(adapters, variants, dtypes, examples: int, seed: int, source=default_source,
-        progress=True, search: int = 0, shrink: int = 0, store=None, journal=None) -> RunResult:
+        progress=True, search: int = 0, shrink: int = 0, store=None, journal=None, units=None) -> RunResult:
     """Run every available adapter in ``adapters`` (instances or names) over the cases.
 
     Per variant and dtype: ``source(variant, dtype, examples, seed)`` gives the shared cases
@@ -207,6 +207,10 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
     worst case of each new group is shrunk with at most ``shrink`` adapter calls. ``progress`` is a
     stream, True for stderr, or None; ``store`` (a ``CaseStore``) keeps every divergent case kept;
     ``journal`` (a ``journal.Journal``) records every answer and reads back those of a killed run.
+    ``units``: None for every adapter on every variant, or the set of (adapter name, variant) pairs
+    to run (a shard or a chunk of a distributed run, ``conformance.shards``): a variant no unit
+    names is skipped, with no oracle entry. Each oracle entry counts the shared cases apart
+    (``shared``), so the entries of runs over disjoint units merge into the single run's.
     """
     from .progress import Progress
     from . import search as searching
@@ -227,7 +231,9 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
     truths: dict = _Bounded(4096)  # oracle results by case_id (contract results by (case_id, params))
     judged: dict = _Bounded(4096)  # (adapter, api, case_id) -> (truth, verdict) while shrinking
     start = time.perf_counter()
-    pairs = [(v, d) for v in result.variants for d in result.dtypes]
+    names = {a.name for a in instances}
+    pairs = [(v, d) for v in result.variants for d in result.dtypes
+             if units is None or any((n, v) in units for n in names)]
     show = Progress(progress, len(pairs))
 
     def record(a, api, case, truth, cv, seconds, searched=False):
@@ -244,6 +250,7 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
         stats = {"variant": variant, "dtype": dtype, "cases": 0, "ok": 0, "invalid": 0, "undecided": 0,
                  "seconds": 0.0, "max_prec": 0}
         show.start(variant, dtype)
+        active = [a for a in usable if units is None or (a.name, variant) in units]
         seen = set()
         generated = 0
         for case in source(variant, dtype, examples, seed):
@@ -256,7 +263,7 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
             except OracleError as e:
                 _oracle_error(result, case, e)
                 continue
-            for a in usable:
+            for a in active:
                 if regime_of(case) != "corpus" and generated > _budget(a, examples):
                     continue  # a slow adapter answers the corpus and the first shared cases
                 apis = _apis(a, case)
@@ -265,8 +272,10 @@ def run(adapters, variants, dtypes, examples: int, seed: int, source=default_sou
                 for api in apis:
                     cv, seconds = _judge(a, api, case, truth, truths, journal)
                     record(a, api, case, truth, cv, seconds)
+        # what the shared cases cost the oracle: the same in every run over this variant and dtype
+        stats["shared"] = {k: stats[k] for k in ("cases", "ok", "invalid", "undecided")}
         if search > 0:
-            for a in usable:
+            for a in active:
                 budget = _budget(a, search)
                 for api in sorted({k[1] for k in cells if k[0] == a.name and k[2:] == (variant, dtype)}):
                     show.phase(f"search {a.name}/{api}")

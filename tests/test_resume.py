@@ -98,8 +98,8 @@ def test_killed_parallel_run_resumes_its_jobs(tmp_path, uninterrupted):
     assert p.wait(timeout=300) == 0, p.stderr.read()
     doc = _comparable(out)
     doc["run"].pop("jobs")
-    # the oracle's counters add up per job (each job judges its cases); all else is the same
-    assert {**doc, "oracle": None} == {**uninterrupted, "oracle": None}
+    # the oracle's counters too: each job counts its variant and dtype's shared cases apart
+    assert doc == uninterrupted
     assert not (out / "jobs").exists()
 
 
