@@ -221,9 +221,10 @@ def _sigmoid_f64(x, z, xpart=None):
     def splits(i):
         """Exact part + perturbation of known sign, at indices i (for ties, see split_check)."""
         p = pos[i]
-        Ah, Al = F.two_sum(np.where(p, x[i], 0.0), -zx[i])
+        zi, zxi, ohi, oli = (v if np.ndim(v) == 0 else v[i] for v in (z, zx, oh, ol))
+        Ah, Al = F.two_sum(np.where(p, x[i], 0.0), -zxi)
         return {"loss": (Ah, Al, 1, L[i] * (1 + eps_L) + floor[i]),
-                "grad": (np.where(p, oh[i], -z[i]), np.where(p, ol[i], 0.0), np.where(p, -1, 1),
+                "grad": (np.where(p, ohi, -zi), np.where(p, oli, 0.0), np.where(p, -1, 1),
                          np.where(p, sn[i], s[i]) * (1 + 2 * F.EXP_REL + 3 * U) + floor[i])}
     return loss, loss_err, g, g_err, s_c, sn, splits
 
@@ -261,9 +262,10 @@ def _sigmoid_dd(x, z):
     # exact part + perturbation (see split_check); x - z x is not exact in double-word for x >= 0
     def splits(i):
         p = pos[i]
-        return {"loss": (np.where(p, 0.0, -ph[i]), np.where(p, 0.0, -pl[i]), 1,
+        phi, pli, bhi, bli = (np.broadcast_to(v, pos.shape)[i] for v in (ph, pl, bh, bl))
+        return {"loss": (np.where(p, 0.0, -phi), np.where(p, 0.0, -pli), 1,
                          np.where(p, np.inf, np.abs(Lh[i]) * (1 + eps_L) + floor[i])),
-                "grad": (bh[i], bl[i], np.where(p, -1, 1), np.abs(ch[i]) * (1 + 2 * eps_E + 4 * F.DD_OP) + floor[i])}
+                "grad": (bhi, bli, np.where(p, -1, 1), np.abs(ch[i]) * (1 + 2 * eps_E + 4 * F.DD_OP) + floor[i])}
     return (lh, ll), loss_err, (gh, gl), g_err, sh, snh, splits
 
 
@@ -349,6 +351,8 @@ def elementwise_labels(variant: str, dtype: str, logits, labels: list, options: 
     f = fmt(dtype)
     x = np.asarray(logits).astype(f.np_dtype).reshape(-1)
     zs = [np.broadcast_to(np.asarray(z).astype(f.np_dtype), x.shape) for z in labels]
+    # a scalar label stays a scalar in the arithmetic (numpy broadcasts it for free)
+    scalar = [np.ndim(z) == 0 for z in labels]
     opts = {k: v for k, v in (options or {}).items() if k != "reduction"}
     fast = variant in ELEMENTWISE and not set(opts) - {"label_smoothing"} and not opts.get("label_smoothing")
     z64s = [z.astype(np.float64) for z in zs]
@@ -367,8 +371,8 @@ def elementwise_labels(variant: str, dtype: str, logits, labels: list, options: 
         sl = slice(lo, min(n, lo + CHUNK))
         with np.errstate(all="ignore"):
             prepared = _sigmoid_prepare(x64[sl], f)
-            for d, z64 in zip(parts, z64s):
-                out, ok, nan = _sigmoid_chunk(x64[sl], z64[sl], f, grads, prepared)
+            for d, z64, sc in zip(parts, z64s, scalar):
+                out, ok, nan = _sigmoid_chunk(x64[sl], float(z64[0]) if sc and n else z64[sl], f, grads, prepared)
                 d["ok"][sl], d["nan"][sl] = ok, nan
                 for k, v in out.items():
                     d[k][sl] = v
