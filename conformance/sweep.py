@@ -1366,7 +1366,12 @@ def _pct(n: int, total: int) -> str:
         return "100%"
     if n <= 0:
         return "0%"
-    return f"{min(max(100.0 * n / total, 0.001), 99.999):.3f}%"
+    share = 100.0 * n / total
+    if share < 0.001:
+        return "<0.001%"
+    if share > 99.999:
+        return ">99.999%"
+    return f"{share:.3f}%"
 
 
 def _ulp_text(u) -> str:

@@ -50,15 +50,15 @@ def round_check(hi, lo, err, f: FloatFormat, sign=0, nudged=None) -> tuple[np.nd
     bound absorbs. The test is strict (a touched tie is undecided), and an interval that straddles
     zero is undecided (its ends round to zeros of different signs), as in the slow certifier.
     """
-    if f.name in ("float32", "float16") and np.ndim(lo) == 0 and lo == 0 and nudged is None:
+    if f.name == "float32" and np.ndim(lo) == 0 and lo == 0 and nudged is None:
         return _round_check_native(np.asarray(hi, dtype=np.float64), np.asarray(err, dtype=np.float64), f,
                                    np.asarray(sign))
     hi = np.asarray(hi, dtype=np.float64)
     lo = np.asarray(lo, dtype=np.float64)
     sign = np.asarray(sign)
-    neg = np.where(sign == 0, np.signbit(hi), sign < 0)
+    neg = (sign < 0) | ((sign == 0) & np.signbit(hi))
     a = np.abs(hi)
-    lo_m = np.where(neg, -lo, lo)
+    lo_m = lo * (1.0 - 2.0 * neg)
     exact_zero = (a == 0) & (lo == 0) & (err == 0)
     R, qu, qd = _nearest(a, f)
     finite = np.isfinite(R) & np.isfinite(err) & (R <= f.max_finite)
@@ -73,17 +73,17 @@ def round_check(hi, lo, err, f: FloatFormat, sign=0, nudged=None) -> tuple[np.nd
     if nudged is not None and f.precision == 53:
         inside = np.where(R == 0, (lo == 0) & (sign != 0), (lo_m < qu * 0.5) & (lo_m > -qd * 0.5))
         ok = np.where(nudged, finite & inside & agree, ok)
-    val = np.where(neg, -R, R)
+    val = R * (1.0 - 2.0 * neg)
     val = np.where(exact_zero, 0.0, val)
     return val, ok
 
 
 def _round_check_native(hi, err, f: FloatFormat, sign):
-    """`round_check` for a float64 approximation (no low part) into float32 or float16, with
-    numpy's own correctly rounded casts: ``R`` = the cast of ``|hi|``, the cell's edges the exact
+    """`round_check` for a float64 approximation (no low part) into float32 (float16 is slower so
+    in numpy), with numpy's own correctly rounded casts: ``R`` = the cast of ``|hi|``, the cell's edges the exact
     float64 midpoints between ``R`` and its neighbours (``nextafter`` in the format)."""
     nt = f.np_dtype.type
-    neg = np.signbit(hi) if sign.ndim == 0 and sign == 0 else np.where(sign == 0, np.signbit(hi), sign < 0)
+    neg = np.signbit(hi) if sign.ndim == 0 and sign == 0 else (sign < 0) | ((sign == 0) & np.signbit(hi))
     a = np.abs(hi)
     with np.errstate(over="ignore", invalid="ignore"):
         r = a.astype(f.np_dtype)
@@ -97,7 +97,7 @@ def _round_check_native(hi, err, f: FloatFormat, sign):
         else:
             ok &= (a - bound > dn) | ((R == 0) & (sign != 0))
             ok &= (np.signbit(hi) == neg) | (hi == 0)
-    return np.where(neg, -R, R), ok
+    return R * (1.0 - 2.0 * neg), ok
 
 
 def _nearest(a, f: FloatFormat):
@@ -114,15 +114,16 @@ def _nearest(a, f: FloatFormat):
         m, e = np.frexp(a)
         qd = np.where((m == 0.5) & (a > f.min_normal), qu * 0.5, qu)
         return R, qu, qd
-    m, e = np.frexp(a)  # a = m 2**e, m in [0.5, 1)
-    ex = np.where(a == 0, f.emin, np.maximum(e - 1, f.emin))
+    # (masks select by exact arithmetic: np.where is slow on unpredictable masks)
+    m, e = np.frexp(np.maximum(a, 0.5 * f.min_subnormal))  # a = m 2**e, m in [0.5, 1); 0 -> emin
+    ex = np.maximum(e - 1, f.emin)
     q = np.ldexp(1.0, ex - (f.precision - 1))
     with np.errstate(over="ignore", invalid="ignore"):
         R = np.rint(a / q) * q
     top = R == np.ldexp(1.0, ex + 1)
     bottom = (R == np.ldexp(1.0, ex)) & (ex > f.emin)
-    qu = np.where(top, 2.0 * q, q)
-    qd = np.where(top, q, np.where(bottom, 0.5 * q, q))
+    qu = q * (1.0 + top)
+    qd = q * (1.0 - 0.5 * bottom)
     R = np.where(R > f.max_finite, np.inf, R)
     return R, qu, qd
 
@@ -188,11 +189,15 @@ def _sigmoid_f64_x(x):
     D = 1.0 + E
     inv = 1.0 / D
     ed = E / D
-    floor = np.where(a > -F.EXP_MIN, F.EXP_FLOOR_ABS, 0.0)
-    s = np.where(pos, inv, ed)
-    sn = np.where(pos, ed, inv)
-    s_c = np.where(pos, 1.0 - np.rint(sn * 2.0 ** 53) * 2.0 ** -53, s)
-    return a, pos, L, floor, s, sn, s_c
+    floor = (a > -F.EXP_MIN) * F.EXP_FLOOR_ABS
+    # selections by multiplying with 1.0 and 0.0 (exact for finite values, and about twice as
+    # fast as np.where on unpredictable masks)
+    pf = pos.astype(np.float64)
+    nf = 1.0 - pf
+    s = inv * pf + ed * nf
+    sn = ed * pf + inv * nf
+    s_c = (1.0 - np.rint(sn * 2.0 ** 53) * 2.0 ** -53) * pf + s * nf
+    return a, pos, L, floor, s, sn, s_c, pf
 
 
 def _sigmoid_f64(x, z, xpart=None):
@@ -204,19 +209,19 @@ def _sigmoid_f64(x, z, xpart=None):
     ``g = sigmoid(x) - z``: ``1/(1+E)`` or ``E/(1+E)``, relative error ``<= 2 EXP_REL + 3u``; the
     difference rounds once. Where ``|x| > 700`` ``E`` is 0 and every bound gets ``2**-1009``.
     """
-    a, pos, L, floor, s, sn, s_c = _sigmoid_f64_x(x) if xpart is None else xpart
+    a, pos, L, floor, s, sn, s_c, pf = _sigmoid_f64_x(x) if xpart is None else xpart
     zx = z * x
-    A = np.where(pos, x - zx, -zx)
+    A = x * pf - zx  # x - z x for x >= 0 (one rounding), -z x exactly for x < 0
     loss = A + L
     eps_L = F.LOG1P_REL + F.EXP_REL * (1 + F.EXP_REL)
-    loss_err = np.where(pos, U * A, 0.0) + eps_L * L + U * loss + floor
+    loss_err = (A + loss) * U + eps_L * L + floor  # (the u A term is exact 0 for x < 0: kept, harmless)
     # s_c, for the sensitivities only: sigmoid(x) for x >= 0 lies in [1/2, 1], where doubles are
     # spaced 2**-53: 1 - rint(2**53 sigmoid(-x)) 2**-53 is (but for near-ties) the correctly
     # rounded double the slow path's float formulas start from; 1/(1+E) can be an ulp off
     # g = s - z, written (1 - z) - sigmoid(-x) for x >= 0 so that z = 1 keeps full relative accuracy
     oh, ol = F.two_sum(1.0 - 0.0 * z, -z)
-    g = np.where(pos, (oh - sn) + ol, s - z)
-    g_err = np.where(pos, sn, s) * (2 * F.EXP_REL + 3 * U) + 2 * U * np.abs(g) + floor
+    g = ((oh - sn) + ol) * pf + (s - z) * (1.0 - pf)
+    g_err = np.minimum(s, sn) * (2 * F.EXP_REL + 3 * U) + 2 * U * np.abs(g) + floor  # min: sn if x >= 0
 
     def splits(i):
         """Exact part + perturbation of known sign, at indices i (for ties, see split_check)."""
@@ -290,7 +295,7 @@ def _sigmoid_prepare(x, f: FloatFormat):
     dd = f.precision > 26
     if dd:
         fin &= np.abs(x) <= DD_MAX
-    xs = np.where(fin, x, 0.0)
+    xs = x if fin.all() else np.where(fin, x, 0.0)
     return nan, fin, xs, (None if dd else _sigmoid_f64_x(xs))
 
 
@@ -310,14 +315,16 @@ def _sigmoid_chunk(x, z, f: FloatFormat, grads: bool, prepared=None):
     val, ok = round_check(lh, ll, le, f, 1, nudged)  # the loss of a finite logit is > 0
     val, ok = _retry_split(val, ok, splits, f, "loss")
     soft = (z != 0.0) & (z != 1.0)
-    mag = np.abs(xs)
-    dxf = s - z
-    sens = mag * np.abs(dxf) + np.where(soft, np.abs(z) * mag, 0.0)
+    any_soft = bool(np.any(soft))
+    mag = np.abs(xs) if xpart is None else xpart[0]
+    sens = mag * np.abs(s - z)
+    if any_soft:
+        sens = sens + np.where(soft, np.abs(z) * mag, 0.0)
     out = {"value": val, "sens": sens}
     decided = fin & ok
     if grads:
         # sigmoid(x) - z: the perturbation is +s (x < 0) or -sigmoid(-x) (x >= 0)
-        gsign = np.where(z == 0, 1, np.where(z == 1, -1, 0))
+        gsign = np.where(soft, 0.0, 1.0 - 2.0 * z) if any_soft else 1.0 - 2.0 * z
         if nudged is not None:
             gsign = np.where(nudged, np.where(np.signbit(xs), 1, -1), gsign)
             nz = nudged & ((gh != 0) | (gl != 0))  # the sign of a nonzero exact part wins
@@ -326,7 +333,7 @@ def _sigmoid_chunk(x, z, f: FloatFormat, grads: bool, prepared=None):
         gval, gok = _retry_split(gval, gok, splits, f, "grad")
         decided &= gok
         out["gx"] = gval
-        out["gx_sens"] = mag * s * sn + np.where(soft, np.abs(z), 0.0)
+        out["gx_sens"] = mag * s * sn + (np.where(soft, np.abs(z), 0.0) if any_soft else 0.0)
         out["gz"] = -xs + 0.0  # exact; + 0.0 turns -0 into +0 like the slow path's exact zero
         out["gz_sens"] = mag
     # NaN logits: undefined everywhere, sensitivities 0
@@ -349,8 +356,8 @@ def elementwise_labels(variant: str, dtype: str, logits, labels: list, options: 
     """`elementwise` for several labels (each a scalar or an array) over the same logits; what
     depends on the logits alone (exp, log1p, the sigmoid) is computed once for all of them."""
     f = fmt(dtype)
-    x = np.asarray(logits).astype(f.np_dtype).reshape(-1)
-    zs = [np.broadcast_to(np.asarray(z).astype(f.np_dtype), x.shape) for z in labels]
+    x = np.asarray(logits).astype(f.np_dtype, copy=False).reshape(-1)
+    zs = [np.broadcast_to(np.asarray(z).astype(f.np_dtype, copy=False), x.shape) for z in labels]
     # a scalar label stays a scalar in the arithmetic (numpy broadcasts it for free)
     scalar = [np.ndim(z) == 0 for z in labels]
     opts = {k: v for k, v in (options or {}).items() if k != "reduction"}
@@ -383,14 +390,17 @@ def _finish_elementwise(variant, dtype, x, z, opts, grads, d) -> FastResult:
     """A FastResult from the chunks' arrays, the undecided elements settled by the slow path."""
     f = fmt(dtype)
     n = x.size
-    prec = np.full(n, 53 if f.precision <= 26 else 106, dtype=np.int64)
-    res = FastResult(d["value"], d["nan"], d["sens"], prec=prec, undecided=np.zeros(n, dtype=bool))
+    todo = np.flatnonzero(~d["ok"])
+    # constant arrays are read-only broadcasts unless the slow path has to write into them
+    const = (lambda v, dt: np.full(n, v, dtype=dt)) if todo.size else \
+        (lambda v, dt: np.broadcast_to(np.array(v, dtype=dt), (n,)))
+    prec_bits = 53 if f.precision <= 26 else 106
+    res = FastResult(d["value"], d["nan"], d["sens"], prec=const(prec_bits, np.int64), undecided=const(False, bool))
     if grads:
         res.grads = {"logits": d["gx"], "labels": d["gz"]}
         res.grad_sens = {"logits": d["gx_sens"], "labels": d["gz_sens"]}
-        res.grad_prec = {"logits": prec.copy(), "labels": prec.copy()}
-        res.grad_undecided = {"logits": np.zeros(n, dtype=bool), "labels": np.zeros(n, dtype=bool)}
-    todo = np.flatnonzero(~d["ok"])
+        res.grad_prec = {k: const(prec_bits, np.int64) for k in ("logits", "labels")}
+        res.grad_undecided = {k: const(False, bool) for k in ("logits", "labels")}
     if todo.size:
         slow = _slow_elementwise(variant, dtype, x[todo], z[todo], opts, grads)
         res.value[todo], res.sens[todo], res.undefined[todo] = slow.value, slow.sens, slow.undefined
