@@ -13,14 +13,13 @@ Only the `invalid_labels` regime produces out-of-domain cases.
 from __future__ import annotations
 
 import math
-from functools import cached_property
 
 import hypothesis
 import numpy as np
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.internal.conjecture.providers import AVAILABLE_PROVIDERS, HypothesisProvider
-from hypothesis.internal.constants_ast import Constants
+from hypothesis.internal.conjecture.choice import choice_constraints_key, choice_permitted
+from hypothesis.internal.conjecture.providers import AVAILABLE_PROVIDERS, GLOBAL_CONSTANTS, HypothesisProvider
 
 from . import values as v
 from .dtypes import fmt
@@ -125,11 +124,31 @@ class SeedOnlyProvider(HypothesisProvider):
     """Hypothesis' own provider, minus the constants it harvests from the source of whatever local
     modules happen to be imported. Those made `generate` depend on the import history of the
     process (importing `adapters._numerics` changed the cases drawn for a seed) and on whether xent
-    is installed editable; with them gone, a seed means the same cases everywhere."""
+    is installed editable; with them gone, a seed means the same cases everywhere.
 
-    @cached_property
-    def _local_constants(self):
-        return Constants()
+    Hypothesis keeps the constants allowed under each set of constraints in one process-wide cache
+    (``CONSTANTS_CACHE``), local ones included, filled by whichever provider asks first: after any
+    ordinary ``@given`` test had drawn floats in the same process, this provider read that test's
+    local constants back from the cache (the in-process run of the test suite then drew other cases
+    than a fresh worker process for the same seed). So the pool is kept here, global constants
+    only, and the random draws are the ones hypothesis makes when its local pool is empty: a seed
+    draws the cases it drew in a fresh process before."""
+
+    def _maybe_draw_constant(self, choice_type, constraints, *, p: float = 0.05):
+        if self._random.random() > p:
+            return None
+        key = (choice_type, choice_constraints_key(choice_type, constraints))
+        if key not in _GLOBAL_POOLS:
+            _GLOBAL_POOLS[key] = tuple(c for c in GLOBAL_CONSTANTS.set_for_type(choice_type)
+                                       if choice_permitted(c, constraints))
+        pool = _GLOBAL_POOLS[key]
+        if not pool:
+            return None
+        self._random.choice([pool])  # hypothesis first picks a pool among the non-empty ones
+        return self._random.choice(pool)
+
+
+_GLOBAL_POOLS: dict = {}  # (choice type, constraints key) -> the global constants they allow
 
 
 def _register_backend() -> str:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cases import DTYPES, VARIANTS, Case, fmt
 from cases import values as v
 from cases.corpus import load_corpus
-from cases.strategies import (REGIMES, accidental_hits, generate, ignored_targets, masked_rows,
+from cases.strategies import (REGIMES, accidental_hits, cases_for, generate, ignored_targets, masked_rows,
                               regime_cases, regimes_for, sample_cases, zero_weights)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +81,23 @@ def test_generate_is_deterministic_across_processes():
             "print(' '.join(c.case_id for c in generate('nce', 'bfloat16', 15, seed=3)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [c.case_id for c in generate("nce", "bfloat16", 15, seed=3)]
+
+
+def test_generate_draws_the_fresh_process_cases_after_an_ordinary_given_test():
+    """An ordinary @given test (hypothesis' default provider) over the same strategy fills
+    hypothesis' process-wide cache of constants with the local constants of every imported module
+    of this project; generate() must not read them back."""
+    code = ("from cases.strategies import generate; "
+            "print(' '.join(c.case_id for c in generate('sigmoid_bce_logits', 'float32', 40, seed=11)))")
+    fresh = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+
+    @settings(max_examples=60, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(cases_for("sigmoid_bce_logits", "float32"))
+    def ordinary(case):
+        pass
+
+    ordinary()
+    assert [c.case_id for c in generate("sigmoid_bce_logits", "float32", 40, seed=11)] == fresh.stdout.split()
 
 
 def test_generate_rejects_unknown_names():
