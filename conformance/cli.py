@@ -675,7 +675,14 @@ def _run(args, argv) -> int:
           f"reproducers: {len(repros)} in {json_path.parent / 'repro'}")
     for e in errors:
         print(f"xent: error: {e}; the report holds the other adapters", file=sys.stderr)
-    status = 1 if errors else 0
+    return _report_status(doc, baseline, 1 if errors else 0)
+
+
+def _report_status(doc: dict, baseline, status: int) -> int:
+    """The exit status of a written report: 1 when the oracle raised on a case or, with a baseline,
+    when the gate fails (its verdict printed either way); else ``status``."""
+    from . import gate
+
     if doc["oracle_errors"]:
         print(f"xent: error: the oracle raised on {len(doc['oracle_errors'])} case(s); they are listed in "
               f"the report", file=sys.stderr)
@@ -740,17 +747,7 @@ def cmd_merge(args, argv) -> int:
           f"{run['divergent_answers']} divergent, in {len(doc['divergences'])} distinct divergences\n"
           f"report: {json_path}\nsummary: {md_path}\npage: {json_path.parent / 'index.html'}\n"
           f"reproducers: {len(repros)} in {json_path.parent / 'repro'}")
-    status = 0
-    if doc["oracle_errors"]:
-        print(f"xent: error: the oracle raised on {len(doc['oracle_errors'])} case(s); they are listed in "
-              f"the report", file=sys.stderr)
-        status = 1
-    if baseline is not None:
-        g = gate.check(doc, baseline)
-        print(gate.format_gate(g), file=sys.stdout if g.ok else sys.stderr)
-        if not g.ok:
-            status = 1
-    return status
+    return _report_status(doc, baseline, 0)
 
 
 # -- replay ----------------------------------------------------------------------------------------
