@@ -15,7 +15,10 @@ import adapters
 import oracle
 from adapters.base import Output
 from cases import FORMATS, Case
+from conformance import budgets
 from conformance import sweep as S
+from conformance import sweep_judge as J
+from conformance import sweep_report as R
 from conformance.cli import main
 from conformance.runner import histogram_bin
 from conformance.verdict import RANK, SEVERITY, classify
@@ -35,7 +38,7 @@ def run_sweep(variant="sigmoid_bce_logits", adapter="naive", dtype="float16", ra
     plan = S.make_plan(variant, adapter, dtype, range_text, labels, options, api, chunk, worst, None, jobs, None,
                        "unused")
     result = S.sweep(plan)
-    doc, _ = S.build(result, [])
+    doc, _ = R.build(result, [])
     return plan, result, doc
 
 
@@ -114,7 +117,7 @@ def test_bad_arguments_give_one_line_and_status_2(args, capsys, tmp_path):
 
 def _sample(f, n, seed, probs=False):
     rng = np.random.default_rng(seed)
-    inf = S._inf_mag(f)
+    inf = J._inf_mag(f)
     one = int(f.to_bits(np.array([1.0], dtype=f.np_dtype))[0])
     top = one + 1 if probs else 1 << f.bits
     bits = rng.integers(0, top, size=n, dtype=np.uint64).astype(f.uint_dtype)
@@ -139,7 +142,7 @@ def test_vectorised_verdicts_equal_the_per_case_judge(variant, dtype, n):
     x = f.from_bits(bits)
     keys = S.total_key(bits, f)
     nan_in = S._f64(x) != S._f64(x)
-    piece = S.Piece.of(keys, nan_in, S.plot_bins(keys, nan_in, (int(keys.min()), int(keys.max()))))
+    piece = J.Piece.of(keys, nan_in, J.plot_bins(keys, nan_in, (int(keys.min()), int(keys.max()))))
     options = {"reduction": "none"}
     compared = 0
     for z in (0.0, 1.0):
@@ -160,9 +163,9 @@ def test_vectorised_verdicts_equal_the_per_case_judge(variant, dtype, n):
                 for qname, got in [("value", out.value)] + [(f"grad:{k}", g) for k, g in out.grads.items()]:
                     ct = None if declared is None else S._contract_fn(variant, dtype, main_input, x, zf, options,
                                                                       declared.params, qname)
-                    q, c, u = S.judge(case, qname, truths[qname], got, piece, 5, ct, ulps=True)
+                    q, c, u = J.judge(case, qname, truths[qname], got, piece, 5, ct, ulps=True)
                     codes[qname], ulps[qname], hists[qname] = c, u, q.hist
-                want_hist = {qn: np.zeros(S.HIST_BINS, dtype=np.int64) for qn in codes}
+                want_hist = {qn: np.zeros(J.HIST_BINS, dtype=np.int64) for qn in codes}
                 for i, c1 in enumerate(singles):
                     o1 = Output(np.asarray(out.value)[i:i + 1], {k: np.asarray(g)[i:i + 1] for k, g in out.grads.items()})
                     contract = None
@@ -238,7 +241,7 @@ def test_numpy_reference_conforms_on_every_input(dtype):
         assert r["verdicts"] == {"conforms": 1 << 16}, r["verdicts"]
         for qname, q in r["quantities"].items():
             assert q["verdicts"] == {"conforms": 1 << 16}
-            base = S.budgets.base_for("sigmoid_bce_logits", dtype, qname).none
+            base = budgets.base_for("sigmoid_bce_logits", dtype, qname).none
             assert q["max_ulp"] is not None and q["max_ulp"] <= base
             assert sum(q["error_bits_histogram"]) + q["no_number"] == 1 << 16
     assert not doc["failed_chunks"]
@@ -281,7 +284,7 @@ def test_jobs_2_gives_the_result_of_jobs_1():
     docs = []
     for jobs in (1, 2):
         plan, result, doc = run_sweep(range_text="-30:30", chunk=2048, jobs=jobs)
-        docs.append((doc["results"], doc["failed_chunks"], doc["worst_cases"], S.svg(result)))
+        docs.append((doc["results"], doc["failed_chunks"], doc["worst_cases"], R.svg(result)))
     assert docs[0] == docs[1]
 
 
@@ -332,7 +335,7 @@ def test_a_dask_scheduler_gives_the_result_of_jobs_1():
         plan = S.make_plan("sigmoid_bce_logits", "naive", "float16", "-30:30", None, None, None, 2048, 10, None, 1,
                            cl.scheduler_address, "unused")
         result = S.sweep(plan)
-        doc, _ = S.build(result, [])
+        doc, _ = R.build(result, [])
     _, _, local = run_sweep(range_text="-30:30", chunk=2048)
     assert doc["results"] == local["results"] and doc["settings"]["scheduler"] == cl.scheduler_address
 
