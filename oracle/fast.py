@@ -362,10 +362,11 @@ def elementwise_labels(variant: str, dtype: str, logits, labels: list, options: 
     scalar = [np.ndim(z) == 0 for z in labels]
     opts = {k: v for k, v in (options or {}).items() if k != "reduction"}
     fast = variant in ELEMENTWISE and not set(opts) - {"label_smoothing"} and not opts.get("label_smoothing")
-    z64s = [z.astype(np.float64) for z in zs]
+    with np.errstate(invalid="ignore"):  # widening a signalling NaN warns; exact otherwise
+        z64s = [z.astype(np.float64) for z in zs]
+        x64 = x.astype(np.float64)
     if not fast or not all(np.all((z >= 0) & (z <= 1)) for z in z64s):
         return [_slow_elementwise(variant, dtype, x, z, opts, grads) for z in zs]
-    x64 = x.astype(np.float64)
     n = x64.size
     parts = []
     for _ in zs:
@@ -595,12 +596,13 @@ def rows(case, grads: bool = True):
     x = np.moveaxis(case["logits"], axis, -1)
     unit_shape = x.shape[:-1]
     C = x.shape[-1]
-    X = x.reshape(-1, C).astype(np.float64)
+    with np.errstate(invalid="ignore"):  # widening a signalling NaN warns; exact otherwise
+        X = x.reshape(-1, C).astype(np.float64)
+        if sparse:
+            lab = case["labels"].reshape(-1).astype(np.int64)
+        else:
+            lab = np.moveaxis(case["labels"], axis, -1).reshape(-1, C).astype(np.float64)
     Rn = X.shape[0]
-    if sparse:
-        lab = case["labels"].reshape(-1).astype(np.int64)
-    else:
-        lab = np.moveaxis(case["labels"], axis, -1).reshape(-1, C).astype(np.float64)
     value = np.zeros(Rn)
     sens = np.zeros(Rn)
     decided = np.zeros(Rn, dtype=bool)
