@@ -251,7 +251,8 @@ def _label(text: str, f) -> float:
 
 
 def _options(variant: str, texts: list[str]) -> dict:
-    from .cli import UsageError, _option
+    from .cli import UsageError
+    from .cli_oracle import _option
 
     spec = VARIANTS[variant]
     try:
